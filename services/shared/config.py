@@ -1,0 +1,106 @@
+"""Configuration: one place, read from the environment, with sensible local defaults.
+
+Every service and command takes its settings from `Settings.from_env()`; the
+CLI's flags only override these. Variables are named REFORMSPOR_<FIELD>.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("REFORMSPOR_HOME", Path.cwd() / ".reformspor")).resolve()
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names. All share one prefix so several stacks can share a broker."""
+
+    prefix: str = "reformspor."
+
+    @property
+    def inbound(self) -> str:  # raw events from any Kafka client, validated by ingest
+        return f"{self.prefix}inbound"
+
+    @property
+    def budget(self) -> str:  # validated budget events, key line_id
+        return f"{self.prefix}budsjett.events"
+
+    @property
+    def reform(self) -> str:  # validated reform events, key reform_id
+        return f"{self.prefix}reform.events"
+
+    @property
+    def totals(self) -> str:  # budsjett's totals per line, key line_id (compacted)
+        return f"{self.prefix}budsjett.totals"
+
+    @property
+    def notifications(self) -> str:  # over-commitment and overspending flags, key line_id
+        return f"{self.prefix}budsjett.varsler"
+
+    @property
+    def justering(self) -> str:  # milepael's adjustment events, key reform_id
+        return f"{self.prefix}reform.justering"
+
+    @property
+    def dead_letter(self) -> str:  # rejected input with the reason in headers
+        return f"{self.prefix}deadletter"
+
+    def all(self) -> list[str]:
+        return [self.inbound, self.budget, self.reform, self.totals, self.notifications, self.justering, self.dead_letter]
+
+    def compacted(self) -> set[str]:
+        return {self.totals}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "reformspor."
+    partitions: int = 4
+    home: Path = field(default_factory=_default_home)
+    ingest_port: int = 8180
+    budsjett_port: int = 8181
+    milepael_port: int = 8182
+    # Each service owns its read model: no database is shared between services.
+    ingest_db_url: str = ""
+    budsjett_db_url: str = ""
+    milepael_db_url: str = ""
+    log_level: str = "warn"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def db_url(self, service: str) -> str:
+        configured = getattr(self, f"{service}_db_url")
+        return configured or f"sqlite:///{self.home / f'{service}.db'}"
+
+    def port(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+    def service_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port(service)}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in fields(cls):
+            raw = environ.get(f"REFORMSPOR_{spec.name.upper()}")
+            if raw is None:
+                continue
+            if spec.name == "home":
+                values[spec.name] = Path(raw).resolve()
+            elif spec.type in ("int", int):
+                values[spec.name] = int(raw)
+            else:
+                values[spec.name] = raw
+        settings = cls(**values)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process see these same settings."""
+        return {f"REFORMSPOR_{spec.name.upper()}": str(getattr(self, spec.name)) for spec in fields(self)}

@@ -1,0 +1,563 @@
+"""The event contract: CloudEvents 1.0 envelope plus every budget and reform type.
+
+`parse_event(document)` turns one decoded JSON object into an `Event` or raises
+`ContractError` listing every problem found, each with the field path and a
+reason a ministry's integration team can act on. Nothing here does I/O.
+
+Input money arrives as `amount_nok` (decimal string or integer) and is held as
+integer øre in `amount_ore`; `Event.to_wire()` renders the canonical envelope
+back (money as decimal strings) so what goes onto Kafka is itself valid input.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    ValidationError,
+    model_validator,
+)
+
+from services.shared.jsonio import dumps_compact
+from services.shared.ministries import default_registry
+from services.shared.money import FloatToken, format_ore, parse_nok_to_ore
+
+TYPE_PREFIX = "no.reformspor."
+SOURCE_PREFIX = "urn:no:dep:"
+MAX_ID_LENGTH = 64
+MAX_TEXT_LENGTH = 500
+
+BUDGET_KINDS = ("bevilget", "omdisponert", "forpliktet", "forpliktelse_frigitt", "utbetalt", "korrigert")
+REFORM_KINDS = (
+    "reform_registrert",
+    "milepael_startet",
+    "milepael_fullfort",
+    "milepael_forsinket",
+    "indikator_malt",
+    "port_beslutning",
+    "plan_justert",
+)
+PHASES = ("utredning", "utvikling", "implementering")
+
+
+def event_type(kind: str) -> str:
+    """The CloudEvents `type` for a short kind name ("bevilget" → no.reformspor.budsjett.bevilget.v1)."""
+    domain = "budsjett" if kind in BUDGET_KINDS else "reform"
+    return f"{TYPE_PREFIX}{domain}.{kind}.v1"
+
+
+KIND_BY_TYPE = {event_type(kind): kind for kind in BUDGET_KINDS + REFORM_KINDS}
+
+
+# --- field types -------------------------------------------------------------
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+def _check_identifier(value: str) -> str:
+    if not _ID_PATTERN.match(value):
+        raise ValueError("use letters, digits and . _ : / - only, starting with a letter or digit")
+    return value
+
+
+def _check_ministry(value: str) -> str:
+    if value not in default_registry():
+        raise ValueError(f"unknown ministry code {value[:20]!r}; known: {', '.join(default_registry().codes())}")
+    return value
+
+
+def _money(value: object) -> int:
+    return parse_nok_to_ore(value)
+
+
+def _decimal_value(value: object) -> str:
+    # KPI values and weights may be JSON numbers: we read them as exact decimals.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, float):
+        raise ValueError("must be a decimal string or a JSON number, not a binary float")
+    if isinstance(value, (int, str)):
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"{str(value)[:30]!r} is not a number") from None
+        if not number.is_finite():
+            raise ValueError("must be finite")
+        if abs(number) > Decimal(10) ** 15:
+            raise ValueError("is beyond ±10^15")
+        return format(number.normalize(), "f")
+    raise ValueError(f"must be a number, got {type(value).__name__}")
+
+
+Identifier = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_check_identifier)]
+Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT_LENGTH)]
+MinistryCode = Annotated[str, Strict(), Field(max_length=8), AfterValidator(_check_ministry)]
+Ore = Annotated[int, BeforeValidator(_money), PlainSerializer(format_ore, return_type=str, when_used="json")]
+PositiveOre = Annotated[Ore, Field(gt=0)]
+ExactDecimal = Annotated[str, BeforeValidator(_decimal_value)]
+StrictInt = Annotated[int, Strict()]
+Phase = Literal["utredning", "utvikling", "implementering"]
+Kap = Annotated[int, Strict(), Field(ge=1, le=9999)]
+Post = Annotated[int, Strict(), Field(ge=1, le=99)]
+FiscalYear = Annotated[int, Strict(), Field(ge=2000, le=2100)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    def owner_ministries(self) -> set[str]:
+        """Ministries whose money or milestones this event speaks for."""
+        return set()
+
+
+# --- budget events (key: line_id) ---------------------------------------------
+
+class BudgetItemRef(_Data):
+    kap: Kap | None = None
+    post: Post | None = None
+
+
+class Bevilget(_Data):
+    line_id: Identifier
+    ministry: MinistryCode
+    phase: Phase
+    amount_ore: Ore = Field(alias="amount_nok")
+    kap: Kap
+    post: Post
+    fiscal_year: FiscalYear
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class Side(_Data):
+    line_id: Identifier | None = None
+    ministry: MinistryCode
+    phase: Phase
+
+
+class Omdisponert(_Data):
+    """Move money between phases, ministries or lines: both sides or neither."""
+
+    line_id: Identifier
+    amount_ore: PositiveOre = Field(alias="amount_nok")
+    from_: Side = Field(alias="from")
+    to: Side
+    fiscal_year: FiscalYear
+    reason: Text = ""
+
+    @model_validator(mode="after")
+    def _sides_differ(self) -> "Omdisponert":
+        if self.from_.line_id not in (None, self.line_id):
+            raise ValueError("from.line_id must be the event's line_id (the line the money leaves)")
+        target_line = self.to.line_id or self.line_id
+        if (target_line, self.to.ministry, self.to.phase) == (self.line_id, self.from_.ministry, self.from_.phase):
+            raise ValueError("from and to are the same line, ministry and phase: nothing would move")
+        return self
+
+    @property
+    def to_line_id(self) -> str:
+        return self.to.line_id or self.line_id
+
+    def owner_ministries(self) -> set[str]:
+        return {self.from_.ministry}
+
+
+class Forpliktet(_Data):
+    line_id: Identifier
+    ministry: MinistryCode
+    phase: Phase
+    commitment_id: Identifier
+    amount_ore: PositiveOre = Field(alias="amount_nok")
+    fiscal_year: FiscalYear
+    kap: Kap | None = None
+    post: Post | None = None
+    description: Text = ""
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class ForpliktelseFrigitt(_Data):
+    line_id: Identifier
+    ministry: MinistryCode
+    phase: Phase
+    commitment_id: Identifier
+    amount_ore: PositiveOre = Field(alias="amount_nok")
+    fiscal_year: FiscalYear
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class Utbetalt(_Data):
+    line_id: Identifier
+    ministry: MinistryCode
+    phase: Phase
+    amount_ore: Ore = Field(alias="amount_nok")
+    fiscal_year: FiscalYear
+    commitment_id: Identifier | None = None
+    kap: Kap | None = None
+    post: Post | None = None
+    description: Text = ""
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class Korrigert(_Data):
+    line_id: Identifier
+    corrects_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+    reason: Text
+
+
+# --- reform events (key: reform_id) -------------------------------------------
+
+class MilestonePlan(_Data):
+    milestone_id: Identifier
+    name: Text
+    weight: Annotated[int, Strict(), Field(ge=1, le=1000)]
+    due: date
+    required: bool = True
+    responsible: MinistryCode
+
+
+class KpiCriterion(_Data):
+    indicator: Identifier
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: ExactDecimal
+
+
+class WarningCritical(_Data):
+    warning: Annotated[int, Strict(), Field(ge=0)]
+    critical: Annotated[int, Strict(), Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "WarningCritical":
+        if self.critical < self.warning:
+            raise ValueError("critical must be at least warning")
+        return self
+
+
+class MoneyWarningCritical(_Data):
+    warning_ore: Annotated[Ore, Field(ge=0)] = Field(alias="warning_nok")
+    critical_ore: Annotated[Ore, Field(ge=0)] = Field(alias="critical_nok")
+
+
+class Tolerances(_Data):
+    time_days: WarningCritical
+    cost_pct: WarningCritical
+    cost_nok: MoneyWarningCritical | None = None
+
+
+class Gate(_Data):
+    required_milestones: list[Identifier] = Field(default_factory=list, max_length=200)
+    kpis: list[KpiCriterion] = Field(default_factory=list, max_length=50)
+
+
+class Funding(_Data):
+    line_id: Identifier
+    phase: Phase
+
+
+class StagePlan(_Data):
+    stage_id: Identifier
+    name: Text
+    planned_start: date
+    planned_finish: date
+    planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
+    milestones: list[MilestonePlan] = Field(min_length=1, max_length=200)
+    funding: list[Funding] = Field(default_factory=list, max_length=20)
+    gate: Gate = Field(default_factory=Gate)
+    tolerances: Tolerances
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StagePlan":
+        if self.planned_finish <= self.planned_start:
+            raise ValueError("planned_finish must be after planned_start")
+        ids = [m.milestone_id for m in self.milestones]
+        if len(set(ids)) != len(ids):
+            raise ValueError("milestone_id values must be unique within a stage")
+        unknown = set(self.gate.required_milestones) - set(ids)
+        if unknown:
+            raise ValueError(f"gate.required_milestones names unknown milestones: {', '.join(sorted(unknown))}")
+        return self
+
+
+class ReformRegistrert(_Data):
+    reform_id: Identifier
+    title: Text
+    owner: MinistryCode
+    stages: list[StagePlan] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _unique_stages(self) -> "ReformRegistrert":
+        ids = [s.stage_id for s in self.stages]
+        if len(set(ids)) != len(ids):
+            raise ValueError("stage_id values must be unique within a reform")
+        return self
+
+    def owner_ministries(self) -> set[str]:
+        return {self.owner}
+
+
+class _MilestoneEvent(_Data):
+    reform_id: Identifier
+    stage_id: Identifier
+    milestone_id: Identifier
+    ministry: MinistryCode
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class MilepaelStartet(_MilestoneEvent):
+    started_on: date | None = None
+
+
+class MilepaelFullfort(_MilestoneEvent):
+    completed_on: date | None = None
+
+
+class MilepaelForsinket(_MilestoneEvent):
+    forecast_date: date
+    reason: Text = ""
+
+
+class IndikatorMalt(_Data):
+    reform_id: Identifier
+    stage_id: Identifier
+    indicator: Identifier
+    value: ExactDecimal
+    ministry: MinistryCode
+    measured_on: date | None = None
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class PortBeslutning(_Data):
+    reform_id: Identifier
+    stage_id: Identifier
+    decision: Literal["videre", "juster", "stopp"]
+    rationale: Text = ""
+    ministry: MinistryCode
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+class MilestoneReplan(_Data):
+    milestone_id: Identifier
+    due: date
+
+
+class PlanJustert(_Data):
+    reform_id: Identifier
+    stage_id: Identifier
+    planned_finish: date
+    planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
+    milestones: list[MilestoneReplan] = Field(default_factory=list, max_length=200)
+    reason: Text = ""
+    ministry: MinistryCode
+
+    def owner_ministries(self) -> set[str]:
+        return {self.ministry}
+
+
+DATA_MODELS: dict[str, type[_Data]] = {
+    "bevilget": Bevilget,
+    "omdisponert": Omdisponert,
+    "forpliktet": Forpliktet,
+    "forpliktelse_frigitt": ForpliktelseFrigitt,
+    "utbetalt": Utbetalt,
+    "korrigert": Korrigert,
+    "reform_registrert": ReformRegistrert,
+    "milepael_startet": MilepaelStartet,
+    "milepael_fullfort": MilepaelFullfort,
+    "milepael_forsinket": MilepaelForsinket,
+    "indikator_malt": IndikatorMalt,
+    "port_beslutning": PortBeslutning,
+    "plan_justert": PlanJustert,
+}
+
+
+# --- envelope -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with an event: where (dotted path) and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ContractError(ValueError):
+    """An event that breaks the contract; `problems` lists every reason found."""
+
+    def __init__(self, problems: list[FieldProblem], event_id: str | None = None):
+        self.problems = problems
+        self.event_id = event_id
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    kind: str
+    source: str
+    source_ministry: str
+    time: datetime
+    data: _Data
+
+    @property
+    def type(self) -> str:
+        return event_type(self.kind)
+
+    @property
+    def is_budget(self) -> bool:
+        return self.kind in BUDGET_KINDS
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: line_id for budget events, reform_id for reform events."""
+        return self.data.line_id if self.is_budget else self.data.reform_id  # type: ignore[attr-defined]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The canonical CloudEvents envelope, itself valid input to parse_event."""
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "datacontenttype": "application/json",
+            "data": self.data.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the canonical content: same id + same hash = duplicate, else conflict."""
+        return hashlib.sha256(dumps_compact(self.to_wire())).hexdigest()
+
+    def owner_problems(self) -> list[FieldProblem]:
+        """Events may speak only for the publishing ministry's own money and milestones."""
+        owners = self.data.owner_ministries()
+        if owners and owners != {self.source_ministry}:
+            return [
+                FieldProblem(
+                    "data",
+                    f"source {self.source} may only publish its own money and milestones, "
+                    f"but this event speaks for {', '.join(sorted(owners))}",
+                )
+            ]
+        return []
+
+
+_ENVELOPE_FIELDS = {"specversion", "id", "source", "type", "time", "datacontenttype", "subject", "data", "dataschema"}
+
+
+def _parse_time(value: object, problems: list[FieldProblem]) -> datetime | None:
+    if not isinstance(value, str):
+        problems.append(FieldProblem("time", "required: an RFC 3339 timestamp with time zone, e.g. 2026-03-01T10:00:00Z"))
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        problems.append(FieldProblem("time", f"{value[:40]!r} is not an RFC 3339 timestamp"))
+        return None
+    if parsed.tzinfo is None:
+        problems.append(FieldProblem("time", "must carry a time zone (Z or +01:00): local times are ambiguous"))
+        return None
+    return parsed.astimezone(timezone.utc)
+
+
+def _pydantic_problems(error: ValidationError, prefix: str) -> list[FieldProblem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        path = ".".join([prefix, *(str(part) for part in item["loc"])]) if item["loc"] else prefix
+        message = item["msg"]
+        for noise in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(noise)
+        problems.append(FieldProblem(path.replace("from_", "from"), message))
+    return problems
+
+
+def parse_event(document: object) -> Event:
+    """Validate one decoded JSON object against the contract."""
+    if not isinstance(document, dict):
+        raise ContractError([FieldProblem("", f"an event must be a JSON object, got {type(document).__name__}")])
+    problems: list[FieldProblem] = []
+    event_id = document.get("id")
+    if not isinstance(event_id, str) or not (1 <= len(event_id) <= 128) or not event_id.isprintable():
+        problems.append(FieldProblem("id", "required: a string of 1 to 128 printable characters (the idempotency key)"))
+        event_id = None
+    unknown = sorted(set(document) - _ENVELOPE_FIELDS)
+    if unknown:
+        problems.append(FieldProblem("", f"unknown envelope fields: {', '.join(k[:30] for k in unknown[:5])}"))
+    if document.get("specversion") != "1.0":
+        problems.append(FieldProblem("specversion", 'required: "1.0" (CloudEvents 1.0)'))
+    if document.get("datacontenttype", "application/json") != "application/json":
+        problems.append(FieldProblem("datacontenttype", 'must be "application/json" when given'))
+
+    source = document.get("source")
+    source_ministry = ""
+    if not isinstance(source, str) or not source.startswith(SOURCE_PREFIX):
+        problems.append(FieldProblem("source", f"required: {SOURCE_PREFIX}<ministry code>, e.g. {SOURCE_PREFIX}BFD"))
+    else:
+        source_ministry = source.removeprefix(SOURCE_PREFIX)
+        if source_ministry not in default_registry():
+            problems.append(FieldProblem("source", f"unknown ministry code {source_ministry[:20]!r}"))
+
+    type_name = document.get("type")
+    kind = KIND_BY_TYPE.get(type_name) if isinstance(type_name, str) else None
+    if kind is None:
+        problems.append(
+            FieldProblem("type", f"unknown event type {str(type_name)[:80]!r}; expected one of {', '.join(sorted(KIND_BY_TYPE))}")
+        )
+
+    time = _parse_time(document.get("time"), problems)
+
+    data = None
+    raw_data = document.get("data")
+    if not isinstance(raw_data, dict):
+        problems.append(FieldProblem("data", "required: a JSON object"))
+    elif kind is not None:
+        try:
+            data = DATA_MODELS[kind].model_validate(raw_data)
+        except ValidationError as error:
+            problems.extend(_pydantic_problems(error, "data"))
+
+    if problems or data is None or time is None:
+        raise ContractError(problems or [FieldProblem("", "invalid event")], event_id=event_id)
+    event = Event(id=event_id, kind=kind, source=source, source_ministry=source_ministry, time=time, data=data)
+    ownership = event.owner_problems()
+    if ownership:
+        raise ContractError(ownership, event_id=event_id)
+    return event
+
+
+def make_event(kind: str, ministry: str, data: dict[str, Any], event_id: str, time: datetime) -> dict[str, Any]:
+    """Build a wire envelope (used by the demo, the publisher CLI and tests)."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": f"{SOURCE_PREFIX}{ministry}",
+        "type": event_type(kind),
+        "time": time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": data,
+    }

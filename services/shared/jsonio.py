@@ -1,0 +1,98 @@
+"""Plain JSON in and out, with guards against hostile or broken input.
+
+Every event crosses Kafka as plain UTF-8 JSON (no Faust metadata) so that any
+client can read and write it. Reading is strict: floats stay literal text
+(money must not pass through a float), NaN/Infinity are refused, and size,
+depth and number length are bounded so a bad publisher cannot crash or stall
+a service.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.shared.money import FloatToken
+
+MAX_DOCUMENT_BYTES = 1_048_576
+MAX_NESTING_DEPTH = 32
+MAX_NUMBER_DIGITS = 30
+
+
+class JsonInputError(ValueError):
+    """The bytes are not a JSON document we accept; the message says why."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not allowed: amounts and values must be finite")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise JsonInputError(f"number with {len(text)} digits is too long (at most {MAX_NUMBER_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> FloatToken:
+    if len(text) > MAX_NUMBER_DIGITS + 10:
+        raise JsonInputError(f"number {text[:20]}… is too long")
+    return FloatToken(text)
+
+
+def _nesting_depth_exceeds(raw: str, limit: int) -> bool:
+    # A linear scan before json.loads, so deep nesting never reaches the
+    # recursive parser (which would raise RecursionError or use much stack).
+    depth = 0
+    in_string = False
+    escaped = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def loads_strict(raw: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Parse one JSON document under the guards above."""
+    if isinstance(raw, bytes):
+        if len(raw) > max_bytes:
+            raise JsonInputError(f"document is {len(raw)} bytes; the limit is {max_bytes}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise JsonInputError(f"not valid UTF-8 at byte {error.start}") from None
+    else:
+        text = raw
+        if len(text) > max_bytes:
+            raise JsonInputError(f"document is {len(text)} characters; the limit is {max_bytes}")
+    if _nesting_depth_exceeds(text, MAX_NESTING_DEPTH):
+        raise JsonInputError(f"nesting deeper than {MAX_NESTING_DEPTH} levels")
+    try:
+        return json.loads(
+            text,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+        )
+    except JsonInputError:
+        raise
+    except json.JSONDecodeError as error:
+        raise JsonInputError(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except (ValueError, RecursionError) as error:
+        raise JsonInputError(f"invalid JSON: {error}") from None
+
+
+def dumps_compact(document: Any) -> bytes:
+    """Serialize to compact UTF-8 JSON with stable key order (used for hashing too)."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode("utf-8")

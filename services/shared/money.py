@@ -1,0 +1,80 @@
+"""Money: NOK in, integer øre inside, never a float.
+
+Publishers send NOK as a decimal string ("1250000.00") or a JSON integer. We
+store integer øre so that sums are exact; real state-budget posts reach
+5·10¹¹ NOK and some appropriations are negative.
+"""
+from __future__ import annotations
+
+import re
+
+ORE_PER_NOK = 100
+# Ten times the largest state-budget post seen, so a typo of a few digits still
+# passes while an absurd number (or an attack on the parser) does not.
+MAX_ABS_NOK = 10**13
+MAX_ABS_ORE = MAX_ABS_NOK * ORE_PER_NOK
+
+_NOK_PATTERN = re.compile(r"^(?P<sign>-)?(?P<kroner>\d{1,14})(?:\.(?P<ore>\d{1,2}))?$")
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be taken as NOK to the øre; the message says why."""
+
+
+class FloatToken(str):
+    """A JSON number with a fraction or exponent, kept as its literal text.
+
+    The strict JSON reader produces these instead of floats so that money
+    fields can reject them with a clear reason and other fields can read them
+    as exact decimals.
+    """
+
+
+def parse_nok_to_ore(value: object, field: str = "amount_nok") -> int:
+    """Parse an amount in NOK (decimal string or integer) into integer øre."""
+    if isinstance(value, bool):
+        raise MoneyError(f"{field} must be NOK as a decimal string or an integer, not a boolean")
+    if isinstance(value, (float, FloatToken)):
+        raise MoneyError(
+            f"{field} must be NOK as a decimal string like \"1250000.00\" or an integer; "
+            f"a JSON number with a fraction ({value}) is a float and can lose øre"
+        )
+    if isinstance(value, int):
+        ore = value * ORE_PER_NOK
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lower() in {"nan", "inf", "-inf", "infinity", "-infinity", "+inf"}:
+            raise MoneyError(f"{field} must be a finite amount, not {value!r}")
+        match = _NOK_PATTERN.match(text)
+        if match is None:
+            if re.match(r"^-?\d+\.\d{3,}$", text):
+                raise MoneyError(f"{field} has more than two decimals ({value!r}); NOK is counted to the øre")
+            raise MoneyError(
+                f"{field} must look like \"1250000.00\" (digits, optional minus, at most two decimals, "
+                f"no thousands separators), got {value[:40]!r}"
+            )
+        kroner = int(match.group("kroner"))
+        ore_part = int((match.group("ore") or "0").ljust(2, "0"))
+        ore = kroner * ORE_PER_NOK + ore_part
+        if match.group("sign"):
+            ore = -ore
+    else:
+        raise MoneyError(f"{field} must be NOK as a decimal string or an integer, got {type(value).__name__}")
+    if abs(ore) > MAX_ABS_ORE:
+        raise MoneyError(f"{field} is beyond ±{MAX_ABS_NOK:,} NOK; check the number of digits")
+    return ore
+
+
+def format_ore(amount_ore: int) -> str:
+    """Render øre as a NOK decimal string with exactly two decimals ("-12.05")."""
+    sign = "-" if amount_ore < 0 else ""
+    kroner, ore = divmod(abs(amount_ore), ORE_PER_NOK)
+    return f"{sign}{kroner}.{ore:02d}"
+
+
+def format_ore_readable(amount_ore: int) -> str:
+    """Render øre for people: Norwegian thousands spacing and a decimal comma."""
+    sign = "-" if amount_ore < 0 else ""
+    kroner, ore = divmod(abs(amount_ore), ORE_PER_NOK)
+    grouped = f"{kroner:,}".replace(",", "\u00a0")
+    return f"{sign}{grouped},{ore:02d}"

@@ -1,0 +1,104 @@
+"""What every Faust service shares: app settings, health, metrics, dead letters.
+
+Each service builds its app with `make_app`, so all of them use plain JSON on
+the wire (raw bytes in, our own strict parser), acks=all, loopback-only web
+servers, and the same /healthz, /readyz and /metrics endpoints.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from services.shared.config import Settings
+from services.shared.jsonio import dumps_compact
+
+DEAD_LETTER_REASON_HEADER = "reformspor-reason"
+DEAD_LETTER_SOURCE_HEADER = "reformspor-source"
+
+
+def make_app(service: str, settings: Settings, web_port: int | None = None, **overrides: Any) -> faust.App:
+    """A Faust app for one service, configured the one way all services share."""
+    options: dict[str, Any] = dict(
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.home / f"{service}-data"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=web_port or settings.port(service),
+        # Leave the terminal alone: logs go to stderr without spinners.
+        web_enabled=True,
+        autodiscover=False,
+    )
+    options.update(overrides)
+    return faust.App(f"{settings.topic_prefix}{service}", **options)
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic of plain bytes: we parse JSON ourselves, strictly, with no Faust envelope."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+async def send_dead_letter(
+    app: faust.App,
+    settings: Settings,
+    value: bytes,
+    key: bytes | None,
+    reasons: list[str],
+    origin: str,
+    dead_letters: Counter | None = None,
+    reason_label: str = "invalid",
+) -> None:
+    """Write a rejected message, unchanged, to the dead-letter topic with the reason in headers."""
+    headers = [
+        (DEAD_LETTER_REASON_HEADER, "; ".join(reasons)[:4000].encode("utf-8")),
+        (DEAD_LETTER_SOURCE_HEADER, origin.encode("utf-8")),
+    ]
+    topic = raw_topic(app, settings.topics.dead_letter)
+    await topic.send(key=key, value=value, headers=headers)
+    if dead_letters is not None:
+        dead_letters.labels(reason=reason_label).inc()
+
+
+def json_response(view: View, payload: Any, status: int = 200, content_type: str = "application/json") -> Response:
+    return view.bytes(dumps_compact(payload), content_type=content_type, status=status)
+
+
+def add_standard_routes(app: faust.App, registry: CollectorRegistry, ready_check=None) -> None:
+    """/healthz (process alive), /readyz (Kafka reachable, partitions assigned), /metrics."""
+
+    @app.page("/healthz")
+    class Healthz(View):
+        async def get(self, request: Request) -> Response:
+            return json_response(self, {"status": "ok"})
+
+    @app.page("/readyz")
+    class Readyz(View):
+        async def get(self, request: Request) -> Response:
+            problems = []
+            if not app.producer or not getattr(app.producer, "started", False):
+                problems.append("producer not started")
+            if app.rebalancing:
+                problems.append("rebalancing")
+            if ready_check is not None:
+                problems.extend(await ready_check())
+            status = 200 if not problems else 503
+            return json_response(self, {"status": "ready" if not problems else "not ready", "problems": problems}, status)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Run the Faust worker in the foreground until SIGTERM/SIGINT."""
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, console_port=None)
+    sys.exit(worker.execute_from_commandline())

@@ -1,0 +1,104 @@
+"""The local stack: one Kafka broker plus the services, as background processes.
+
+`reformspor up/down/demo` and the integration-test fixtures use this one class,
+so the tests start the system exactly the way a user does. Every process is
+recorded by pid under <home>/run and stopped by that pid.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from services.shared.config import Settings
+from services.shared.kafka_local import LocalKafka
+from services.shared.processes import PidFile, StartupError, http_ok, spawn, stop_pid, wait_until
+from services.shared.topics import ensure_topics
+
+SERVICES = ("ingest", "budsjett", "milepael")
+
+
+class LocalStack:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        host, _, port = settings.kafka_bootstrap.rpartition(":")
+        self.kafka = LocalKafka(settings.home / "kafka", port=int(port), controller_port=int(port) + 1)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.home / "run"
+
+    def log_path(self, name: str) -> Path:
+        return self.settings.home / "logs" / f"{name}.log"
+
+    def pid_file(self, name: str) -> PidFile:
+        return PidFile(self.run_dir / f"{name}.pid")
+
+    # --- Kafka ---------------------------------------------------------------
+
+    def start_kafka(self) -> None:
+        self.kafka.start()
+        ensure_topics(self.settings)
+
+    # --- services ------------------------------------------------------------
+
+    def start_service(self, service: str, instance: str | None = None, port: int | None = None,
+                      timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> int:
+        """Start one worker of a service and wait until its /readyz answers 200.
+
+        `instance` and `port` let a second worker of the same service run beside
+        the first (same consumer group, another web port).
+        """
+        name = instance or service
+        running = self.pid_file(name).running_pid()
+        if running:
+            return running
+        settings = replace(self.settings, **{f"{service}_port": port}) if port else self.settings
+        env = {**settings.to_env(), **(extra_env or {})}
+        process = spawn([sys.executable, "-m", "services.cli", service], self.log_path(name), env=env)
+        self.pid_file(name).write(process.pid)
+        ready_url = f"http://127.0.0.1:{settings.port(service)}/readyz"
+        try:
+            wait_until(lambda: process.poll() is None and http_ok(ready_url), timeout_s, f"{name} at {ready_url}")
+        except TimeoutError as error:
+            stop_pid(process.pid, 5)
+            self.pid_file(name).path.unlink(missing_ok=True)
+            raise StartupError(f"{error}\n--- last lines of {self.log_path(name)} ---\n{self.tail_log(name)}") from None
+        return process.pid
+
+    def stop_service(self, name: str, hard: bool = False) -> bool:
+        pid_file = self.pid_file(name)
+        pid = pid_file.running_pid()
+        if pid is None:
+            pid_file.path.unlink(missing_ok=True)
+            return False
+        stop_pid(pid, 0 if hard else 20, hard=hard)
+        pid_file.path.unlink(missing_ok=True)
+        return True
+
+    def tail_log(self, name: str, chars: int = 3000) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+    def up(self, services: tuple[str, ...] = SERVICES, progress=print) -> None:
+        progress(f"Starting Kafka on {self.settings.kafka_bootstrap} …")
+        self.start_kafka()
+        for service in services:
+            progress(f"Starting {service} on {self.settings.service_url(service)} …")
+            self.start_service(service)
+
+    def running(self) -> dict[str, int]:
+        names = [p.stem for p in self.run_dir.glob("*.pid")] if self.run_dir.exists() else []
+        found = {name: pid for name in names if (pid := self.pid_file(name).running_pid())}
+        if (kafka_pid := self.kafka.pid_file.running_pid()):
+            found["kafka"] = kafka_pid
+        return found
+
+    def down(self, progress=print) -> None:
+        """Stop every service this stack started, then Kafka; by pid, never by name."""
+        if self.run_dir.exists():
+            for pid_path in sorted(self.run_dir.glob("*.pid")):
+                if self.stop_service(pid_path.stem):
+                    progress(f"Stopped {pid_path.stem}")
+        if self.kafka.stop():
+            progress("Stopped Kafka")

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real Kafka broker, the services as real processes, PostgreSQL.
+
+Everything is started on free loopback ports and stopped by pid in a
+finalizer, so a failing test leaves nothing running.
+"""
+from __future__ import annotations
+
+import itertools
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.shared.config import Settings
+from services.shared.kafka_local import LocalKafka
+from services.shared.processes import free_port
+from services.shared.stack import LocalStack
+from services.shared.topics import ensure_topics
+
+_instance_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One real single-node KRaft broker for the whole test session."""
+    data_dir = Path(tempfile.mkdtemp(prefix="reformspor-kafka-"))
+    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(kafka_broker, tmp_path) -> Settings:
+    """Settings for one test: its own topic prefix (isolation on the shared broker), ports and home."""
+    return Settings(
+        kafka_bootstrap=kafka_broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        home=tmp_path / "home",
+        ingest_port=free_port(),
+        budsjett_port=free_port(),
+        milepael_port=free_port(),
+    )
+
+
+@pytest.fixture
+def stack(settings):
+    """A LocalStack on the session broker; topics created; services started on demand and always stopped."""
+    ensure_topics(settings)
+    local = LocalStack(settings)
+    try:
+        yield local
+    finally:
+        for pid_file in sorted(local.run_dir.glob("*.pid")) if local.run_dir.exists() else []:
+            local.stop_service(pid_file.stem, hard=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.support.postgres import LocalPostgres
+
+    server = LocalPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgres_server.create_database(f"t{next(_instance_counter)}_{uuid.uuid4().hex[:6]}")
