@@ -14,7 +14,7 @@ ORE_PER_NOK = 100
 MAX_ABS_NOK = 10**13
 MAX_ABS_ORE = MAX_ABS_NOK * ORE_PER_NOK
 
-_NOK_PATTERN = re.compile(r"^(?P<sign>-)?(?P<kroner>\d{1,14})(?:\.(?P<ore>\d{1,2}))?$")
+_NOK_PATTERN = re.compile(r"^(?P<sign>-)?(?P<kroner>\d{1,20})(?:\.(?P<ore>\d{1,2}))?$")
 
 
 class MoneyError(ValueError):
