@@ -1,0 +1,500 @@
+"""The ledger's rules: pure functions on plain, JSON-able data. No I/O.
+
+State lives in a key-value store (a dict in tests and replay, the Faust table
+in the worker) under prefixed keys, all written to the partition of the line
+being processed:
+
+- ``line:<line_id>``  the line's cells, flags and ``last_offset`` (the input
+  offset last applied; a line's events share one partition, so offsets grow)
+- ``id:<event_id>``   {hash, offset, line_id, effect, corrected_by, …}
+- ``c:<line_id>:<commitment_id>``  one commitment's outstanding amount
+
+`process(store, offset, message, catalogue, now)` is the exactly-once state
+transition. Writes happen in the order id → commitments → corrected original
+→ line; the line record is the commit point. Redelivery after a crash between
+any two writes gives the same state (see the offset checks in `process`).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from services.budsjett.catalogue import Catalogue
+from services.shared.contract import (
+    PHASES,
+    SOURCE_PREFIX,
+    ContractError,
+    Event,
+    FieldProblem,
+    parse_event,
+)
+from services.shared.jsonio import dumps_compact, loads_strict
+from services.shared.ministries import default_registry
+
+AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore")
+TOTAL_FIELDS = AMOUNT_FIELDS + ("disponibelt_ore",)
+# Internal kind: the credit side of an omdisponert between lines, sent by the
+# debited line's worker to the target line (never published by ministries).
+TRANSFER_KIND = "overfoert"
+TRANSFER_TYPE = "no.reformspor.budsjett.intern.overfoert.v1"
+FLAGS = ("overcommitted", "overspent")
+
+NEVER = -1
+
+
+class Store(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+# --- messages -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Transfer:
+    """The credit side of a cross-line omdisponert (or its reversal when amount < 0)."""
+
+    id: str
+    line_id: str
+    ministry: str
+    phase: str
+    amount_ore: int
+    origin_id: str
+    origin_line_id: str
+    source_ministry: str
+    time: datetime
+    kind: str = TRANSFER_KIND
+
+    @property
+    def key(self) -> str:
+        return self.line_id
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": f"{SOURCE_PREFIX}{self.source_ministry}",
+            "type": TRANSFER_TYPE,
+            "time": self.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "data": {
+                "line_id": self.line_id,
+                "ministry": self.ministry,
+                "phase": self.phase,
+                "amount_ore": self.amount_ore,
+                "origin_id": self.origin_id,
+                "origin_line_id": self.origin_line_id,
+            },
+        }
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(dumps_compact(self.to_wire())).hexdigest()
+
+
+Message = Event | Transfer
+
+
+def _parse_transfer(document: dict) -> Transfer:
+    problems = []
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise ContractError([FieldProblem("data", "required: a JSON object")])
+    for name in ("line_id", "ministry", "phase", "origin_id", "origin_line_id"):
+        if not isinstance(data.get(name), str) or not data.get(name):
+            problems.append(FieldProblem(f"data.{name}", "required string"))
+    amount = data.get("amount_ore")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        problems.append(FieldProblem("data.amount_ore", "required integer øre"))
+    if data.get("phase") not in PHASES:
+        problems.append(FieldProblem("data.phase", "unknown phase"))
+    if data.get("ministry") not in default_registry():
+        problems.append(FieldProblem("data.ministry", "unknown ministry"))
+    source = document.get("source")
+    if not isinstance(source, str) or not source.startswith(SOURCE_PREFIX):
+        problems.append(FieldProblem("source", "required"))
+    try:
+        time = datetime.fromisoformat(str(document.get("time")).replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        problems.append(FieldProblem("time", "not an RFC 3339 timestamp"))
+    event_id = document.get("id")
+    if not isinstance(event_id, str) or not event_id.endswith("#to"):
+        problems.append(FieldProblem("id", "an internal transfer id ends with #to"))
+    if problems:
+        raise ContractError(problems, event_id=event_id if isinstance(event_id, str) else None)
+    return Transfer(id=event_id, line_id=data["line_id"], ministry=data["ministry"], phase=data["phase"],
+                    amount_ore=amount, origin_id=data["origin_id"], origin_line_id=data["origin_line_id"],
+                    source_ministry=source.removeprefix(SOURCE_PREFIX), time=time)
+
+
+def parse_message(raw: bytes | str) -> Message:
+    """Strict JSON, then the contract (or the internal transfer shape). Raises ContractError."""
+    try:
+        document = loads_strict(raw)
+    except ValueError as error:
+        raise ContractError([FieldProblem("", str(error))]) from None
+    if isinstance(document, dict) and document.get("type") == TRANSFER_TYPE:
+        return _parse_transfer(document)
+    event = parse_event(document)
+    if not event.is_budget:
+        raise ContractError([FieldProblem("type", f"{event.type} is not a budget event")], event_id=event.id)
+    return event
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- records --------------------------------------------------------------------
+
+def new_line(line_id: str) -> dict[str, Any]:
+    return {"line_id": line_id, "last_offset": NEVER, "cells": {}, "last_event_time": None, "updated_at": None,
+            "events": 0}
+
+
+def new_cell() -> dict[str, Any]:
+    return {**{name: 0 for name in AMOUNT_FIELDS}, "overcommitted": False, "overspent": False,
+            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False}
+
+
+def cell_key(ministry: str, phase: str) -> str:
+    return f"{ministry}|{phase}"
+
+
+def disponibelt(cell: dict[str, Any]) -> int:
+    """bevilget + omdisponert − outstanding commitments − paid (payments against a commitment drew it down)."""
+    return cell["bevilget_ore"] + cell["omdisponert_ore"] - cell["forpliktet_ore"] - cell["utbetalt_ore"]
+
+
+def cell_flags(cell: dict[str, Any]) -> dict[str, bool]:
+    available = cell["bevilget_ore"] + cell["omdisponert_ore"]
+    return {
+        "overcommitted": cell["forpliktet_ore"] + cell["utbetalt_ore"] > available,
+        # An overslagsbevilgning is an estimate that may legally be exceeded.
+        "overspent": cell["utbetalt_ore"] > available and not cell["overslagsbevilgning"],
+    }
+
+
+def commitment_key(line_id: str, commitment_id: str) -> str:
+    return f"c:{line_id}:{commitment_id}"
+
+
+# --- the outcome of processing one message -------------------------------------------
+
+@dataclass
+class Outcome:
+    status: str  # applied | duplicate | conflict | rejected | redelivered
+    kind: str
+    line_id: str
+    event_id: str
+    reasons: list[str] = field(default_factory=list)
+    sends: list[Transfer] = field(default_factory=list)  # derived transfers to publish
+    flags: list[dict[str, Any]] = field(default_factory=list)  # raised/cleared notifications
+    effect: list[list[Any]] = field(default_factory=list)
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    line: dict[str, Any] | None = None  # the line record after the message
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- computing an event's effect (pure, from a snapshot of the state) ---------------
+
+def _ministry_of(message: Message) -> str:
+    return message.source_ministry
+
+
+def _check_post(catalogue: Catalogue | None, fiscal_year: int, kap: int | None, post: int | None,
+                ministry: str) -> None:
+    if catalogue is None or not catalogue.loaded or kap is None or post is None:
+        return
+    problems = catalogue.problems(fiscal_year, kap, post, ministry)
+    if problems:
+        raise Rejected(problems[0])
+
+
+def _check_booking(catalogue: Catalogue | None, cell: dict[str, Any], fiscal_year: int, kap: int | None,
+                   post: int | None, ministry: str, phase: str) -> None:
+    """Spending booked under a post must be funded by it or by a post pooled with it."""
+    _check_post(catalogue, fiscal_year, kap, post, ministry)
+    if catalogue is None or not catalogue.loaded or kap is None or post is None or not cell["funding_posts"]:
+        return
+    booked = (kap, post)
+    funding = [tuple(int(x) for x in p.split(".")) for p in cell["funding_posts"]]
+    if not any(catalogue.pooled(fiscal_year, booked, source) for source in funding):
+        names = ", ".join(f"kap {k} post {p}" for k, p in funding)
+        raise Rejected(f"kap {kap} post {post} does not fund {ministry}/{phase} on this line (funded by {names}, "
+                       f"and the catalogue does not let them be used under it)")
+
+
+def compute_effect(store: Store, line: dict[str, Any], message: Message, offset: int,
+                   catalogue: Catalogue | None) -> tuple[list[list[Any]], dict[str, Any]]:
+    """The deltas an event applies, plus extra facts (funding post, corrected id). Raises Rejected.
+
+    Effect entries: ["cell", ministry, phase, field, delta_ore],
+    ["commit", commitment_id, ministry, phase, delta_ore], ["transfer", line_id, ministry, phase, delta_ore].
+    """
+    kind = message.kind
+    line_id = line["line_id"]
+    extra: dict[str, Any] = {}
+    if kind == TRANSFER_KIND:
+        return [["cell", message.ministry, message.phase, "omdisponert_ore", message.amount_ore]], extra
+    data = message.data
+    if kind == "bevilget":
+        _check_post(catalogue, data.fiscal_year, data.kap, data.post, data.ministry)
+        extra["funding_post"] = f"{data.kap}.{data.post}"
+        if catalogue is not None and catalogue.loaded:
+            item = catalogue.get(data.fiscal_year, data.kap, data.post)
+            if item is not None:
+                extra["overslagsbevilgning"] = item.overslagsbevilgning
+                extra["kan_overfores"] = item.kan_overfores
+        return [["cell", data.ministry, data.phase, "bevilget_ore", data.amount_ore]], extra
+    if kind == "omdisponert":
+        amount = data.amount_ore
+        effect = [["cell", data.from_.ministry, data.from_.phase, "omdisponert_ore", -amount]]
+        if data.to_line_id == line_id:
+            effect.append(["cell", data.to.ministry, data.to.phase, "omdisponert_ore", amount])
+        else:
+            effect.append(["transfer", data.to_line_id, data.to.ministry, data.to.phase, amount])
+        return effect, extra
+    if kind in ("forpliktet", "forpliktelse_frigitt", "utbetalt"):
+        cell = line["cells"].get(cell_key(data.ministry, data.phase)) or new_cell()
+        commitment = None
+        if data.commitment_id is not None:
+            commitment = load_commitment(store, line_id, data.commitment_id, offset)
+            if commitment is not None and (commitment["ministry"], commitment["phase"]) != (data.ministry, data.phase):
+                raise Rejected(f"commitment {data.commitment_id} belongs to {commitment['ministry']}/"
+                               f"{commitment['phase']}, not {data.ministry}/{data.phase}")
+        if kind == "forpliktet":
+            _check_booking(catalogue, cell, data.fiscal_year, data.kap, data.post, data.ministry, data.phase)
+            return [["commit", data.commitment_id, data.ministry, data.phase, data.amount_ore],
+                    ["cell", data.ministry, data.phase, "forpliktet_ore", data.amount_ore]], extra
+        if kind == "forpliktelse_frigitt":
+            if commitment is None:
+                raise Rejected(f"commitment {data.commitment_id} is unknown on line {line_id}")
+            if data.amount_ore > commitment["outstanding_ore"]:
+                raise Rejected(f"releases {data.amount_ore} øre of commitment {data.commitment_id}, "
+                               f"but only {commitment['outstanding_ore']} øre is outstanding")
+            return [["commit", data.commitment_id, data.ministry, data.phase, -data.amount_ore],
+                    ["cell", data.ministry, data.phase, "forpliktet_ore", -data.amount_ore]], extra
+        # utbetalt
+        _check_booking(catalogue, cell, data.fiscal_year, data.kap, data.post, data.ministry, data.phase)
+        effect = [["cell", data.ministry, data.phase, "utbetalt_ore", data.amount_ore]]
+        if data.commitment_id is not None:
+            if commitment is None:
+                raise Rejected(f"payment against commitment {data.commitment_id}, which is unknown on line {line_id}")
+            drawn = min(max(data.amount_ore, 0), max(commitment["outstanding_ore"], 0))
+            if drawn:
+                effect += [["commit", data.commitment_id, data.ministry, data.phase, -drawn],
+                           ["cell", data.ministry, data.phase, "forpliktet_ore", -drawn]]
+        return effect, extra
+    if kind == "korrigert":
+        original = store.get(f"id:{data.corrects_id}")
+        if original is None:
+            raise Rejected(f"corrects_id {data.corrects_id} is unknown: no such event was applied")
+        if original["line_id"] != line_id:
+            raise Rejected(f"corrects_id {data.corrects_id} was applied to line {original['line_id']}, not {line_id}")
+        if original["kind"] in ("korrigert", TRANSFER_KIND):
+            raise Rejected(f"corrects_id {data.corrects_id} is a {original['kind']} event, which cannot be corrected")
+        if original["source_ministry"] != message.source_ministry:
+            raise Rejected(f"event {data.corrects_id} was published by {original['source_ministry']}; "
+                           f"only that ministry may correct it")
+        if original.get("corrected_by") not in (None, message.id):
+            raise Rejected(f"event {data.corrects_id} was already corrected by {original['corrected_by']}")
+        extra["corrects_id"] = data.corrects_id
+        return [[entry[0], *entry[1:-1], -entry[-1]] for entry in original["effect"]], extra
+    raise Rejected(f"unsupported kind {kind}")
+
+
+def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int) -> dict[str, Any] | None:
+    """A commitment as it stood before the event at `offset` (undoing that event's own write if present)."""
+    record = store.get(commitment_key(line_id, commitment_id))
+    if record is None:
+        return None
+    record = dict(record)
+    if record.get("offset") == offset:
+        if record.get("before_ore") is None:
+            return None  # created by this very event: it did not exist before
+        record["outstanding_ore"] = record["before_ore"]
+    return record
+
+
+def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]], extra: dict[str, Any]) -> set[tuple[str, str]]:
+    """Apply cell deltas to a (copied) line record; returns the cells touched."""
+    touched = set()
+    for entry in effect:
+        if entry[0] != "cell":
+            continue
+        _, ministry, phase, name, delta = entry
+        cell = line["cells"].setdefault(cell_key(ministry, phase), new_cell())
+        cell[name] += delta
+        touched.add((ministry, phase))
+    post = extra.get("funding_post")
+    if post:
+        (ministry, phase), = touched
+        cell = line["cells"][cell_key(ministry, phase)]
+        if post not in cell["funding_posts"]:
+            cell["funding_posts"] = sorted(cell["funding_posts"] + [post])
+        cell["overslagsbevilgning"] = cell["overslagsbevilgning"] or bool(extra.get("overslagsbevilgning"))
+        cell["kan_overfores"] = cell["kan_overfores"] or bool(extra.get("kan_overfores"))
+    return touched
+
+
+def _transfers_for(effect: list[list[Any]], message: Message, line_id: str) -> list[Transfer]:
+    return [
+        Transfer(id=f"{message.id}#to", line_id=entry[1], ministry=entry[2], phase=entry[3], amount_ore=entry[4],
+                 origin_id=message.id, origin_line_id=line_id, source_ministry=message.source_ministry,
+                 time=message.time)
+        for entry in effect if entry[0] == "transfer"
+    ]
+
+
+# --- the exactly-once transition ------------------------------------------------------
+
+def process(store: Store, offset: int, message: Message, catalogue: Catalogue | None = None,
+            now: datetime | None = None) -> Outcome:
+    """Apply one message read at `offset` of its line's partition, exactly once."""
+    line_id = message.key
+    outcome = Outcome(status="applied", kind=message.kind, line_id=line_id, event_id=message.id)
+    stored_line = store.get(f"line:{line_id}")
+    line = copy.deepcopy(stored_line) if stored_line is not None else new_line(line_id)
+    outcome.line = line
+    id_key = f"id:{message.id}"
+    record = store.get(id_key)
+
+    if offset <= line["last_offset"]:
+        # Already applied (redelivery after a crash): state stays. Re-send a
+        # cross-line credit, since the crash may have come before its send.
+        outcome.status = "redelivered"
+        if record is not None and record["offset"] == offset and record["line_id"] == line_id:
+            outcome.sends = _transfers_for(record["effect"], message, line_id)
+        return outcome
+
+    content_hash = message.content_hash
+    if record is not None and not (record["offset"] == offset and record["line_id"] == line_id):
+        if record["hash"] == content_hash:
+            outcome.status = "duplicate"
+        else:
+            outcome.status = "conflict"
+            outcome.reasons = [f"event id {message.id} was already used for different content "
+                               f"(first seen at offset {record['offset']} on line {record['line_id']})"]
+        return outcome
+    # Fresh, or its id write landed before a crash but the line write did not.
+
+    try:
+        effect, extra = compute_effect(store, line, message, offset, catalogue)
+    except Rejected as rejected:
+        outcome.status = "rejected"
+        outcome.reasons = [rejected.reason]
+        return outcome
+
+    store[id_key] = {
+        "hash": content_hash, "offset": offset, "line_id": line_id, "effect": effect, "corrected_by": None,
+        "kind": message.kind, "source_ministry": message.source_ministry, "time": rfc3339(message.time),
+    }
+    for entry in effect:
+        if entry[0] != "commit":
+            continue
+        _, commitment_id, ministry, phase, delta = entry
+        before = load_commitment(store, line_id, commitment_id, offset)
+        before_ore = None if before is None else before["outstanding_ore"]
+        store[commitment_key(line_id, commitment_id)] = {
+            "ministry": ministry, "phase": phase, "outstanding_ore": (before_ore or 0) + delta,
+            "offset": offset, "before_ore": before_ore,
+        }
+    if "corrects_id" in extra:
+        original = dict(store.get(f"id:{extra['corrects_id']}"))
+        original["corrected_by"] = message.id
+        store[f"id:{extra['corrects_id']}"] = original
+
+    before_flags = {key: {name: cell[name] for name in FLAGS} for key, cell in line["cells"].items()}
+    touched = apply_effect_to_line(line, effect, extra)
+    for ministry, phase in sorted(touched):
+        cell = line["cells"][cell_key(ministry, phase)]
+        new_flags = cell_flags(cell)
+        old_flags = before_flags.get(cell_key(ministry, phase), {name: False for name in FLAGS})
+        for name in FLAGS:
+            if new_flags[name] != old_flags[name]:
+                outcome.flags.append({
+                    "line_id": line_id, "ministry": ministry, "phase": phase, "flag": name,
+                    "raised": new_flags[name], "event_id": message.id,
+                    **{f: cell[f] for f in AMOUNT_FIELDS}, "disponibelt_ore": disponibelt(cell),
+                })
+            cell[name] = new_flags[name]
+    line["last_offset"] = offset
+    line["events"] += 1
+    event_time = rfc3339(message.time)
+    if line["last_event_time"] is None or event_time > line["last_event_time"]:
+        line["last_event_time"] = event_time
+    line["updated_at"] = rfc3339(now or message.time)
+    store[f"line:{line_id}"] = line  # the commit point
+
+    outcome.effect = effect
+    outcome.touched = touched
+    outcome.sends = _transfers_for(effect, message, line_id)
+    return outcome
+
+
+# --- views ------------------------------------------------------------------------------
+
+def cell_view(ministry: str, phase: str, cell: dict[str, Any]) -> dict[str, Any]:
+    return {"ministry": ministry, "phase": phase, **{name: cell[name] for name in AMOUNT_FIELDS},
+            "disponibelt_ore": disponibelt(cell)}
+
+
+def sum_amounts(cells: list[dict[str, Any]]) -> dict[str, int]:
+    return {name: sum(cell[name] for cell in cells) for name in TOTAL_FIELDS}
+
+
+def line_totals(line: dict[str, Any]) -> dict[str, Any]:
+    """The totals message for one line (the shape milepael consumes)."""
+    cells = [cell_view(*key.split("|"), cell) for key, cell in sorted(line["cells"].items())]
+    return {
+        "line_id": line["line_id"],
+        "updated_at": line["updated_at"],
+        "last_event_time": line["last_event_time"],
+        "cells": cells,
+        "totals": sum_amounts(cells),
+    }
+
+
+def rollups(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    by_ministry: dict[str, list] = {}
+    by_phase: dict[str, list] = {}
+    for cell in cells:
+        by_ministry.setdefault(cell["ministry"], []).append(cell)
+        by_phase.setdefault(cell["phase"], []).append(cell)
+    return {
+        "by_ministry": {key: sum_amounts(group) for key, group in sorted(by_ministry.items())},
+        "by_phase": {key: sum_amounts(group) for key, group in sorted(by_phase.items())},
+    }
+
+
+def lines_in(store: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {key.removeprefix("line:"): value for key, value in store.items() if key.startswith("line:")}
+
+
+# --- an oracle: the whole log, one store (tests and replay) ---------------------------
+
+def run_log(messages: list[Message], catalogue: Catalogue | None = None) -> tuple[dict, list[Outcome]]:
+    """Process messages as one log (offset = position) into a fresh dict store.
+
+    Derived transfers are appended to the end of the log, as the worker's
+    sends are, so they are processed after everything published before them.
+    """
+    store: dict[str, Any] = {}
+    outcomes = []
+    log = list(messages)
+    offset = 0
+    while offset < len(log):
+        outcome = process(store, offset, log[offset], catalogue)
+        outcomes.append(outcome)
+        if outcome.status == "applied":
+            log.extend(outcome.sends)
+        offset += 1
+    return store, outcomes
