@@ -337,3 +337,33 @@ def test_redelivery_after_partial_writes_gives_the_same_state(events, data):
                 log.append(send)  # redelivery re-sends; the receiver dedups
         offset += 1
     assert totals(store) == totals(expected)
+
+
+def test_every_partial_write_of_every_message_in_a_mixed_log_recovers_exactly():
+    events = [
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00"),
+        forpliktet("f1", "0-24", "BFD", "utredning", "K1", "600.00"),
+        utbetalt("u1", "0-24", "BFD", "utredning", "700.00", cid="K1"),
+        omdisponert("o1", "0-24", ("BFD", "utredning"), ("KD", "utvikling"), "50.00", to_line="ung-1"),
+        korrigert("k1", "0-24", "BFD", "f1"),
+        frigitt("r1", "0-24", "BFD", "utredning", "K1", "1.00"),
+    ]
+    expected, _ = core.run_log(events)
+    for crash_at in range(len(events)):
+        for allowed in range(6):
+            store: dict = {}
+            log = list(events)
+            offset = 0
+            while offset < len(log):
+                if offset == crash_at:
+                    crashing = CrashingStore(store, allowed)
+                    try:
+                        core.process(crashing, offset, log[offset])
+                    except Crash:
+                        pass
+                    store = dict(crashing)  # sends of the crashed attempt are lost; redelivery follows
+                outcome = core.process(store, offset, log[offset])
+                if outcome.status in ("applied", "redelivered"):
+                    log.extend(outcome.sends)
+                offset += 1
+            assert totals(store) == totals(expected), (crash_at, allowed)
