@@ -1,0 +1,154 @@
+"""`reformspor tokens …` (credentials) and `reformspor publish FILE` (send events to ingest)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from services.ingest.client import IngestClient, IngestError
+from services.ingest.publishfile import read_events
+
+BATCH_EVENTS = 200
+
+
+def register(subparsers, settings_from_args: Callable) -> None:
+    tokens = subparsers.add_parser(
+        "tokens", help="per-ministry credentials for ingest: create, list, revoke",
+        description="HTTP bearer tokens (stored hashed) and Kafka signing keys for the raw inbound topic.")
+    actions = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a credential and print it (shown only once)")
+    create.add_argument("--ministry", required=True, help="ministry short code, e.g. BFD")
+    create.add_argument("--name", default="", help="a note: which system uses it")
+    create.add_argument("--kind", choices=["http", "kafka"], default="http",
+                        help="http: bearer token for POST /v1/events; kafka: HMAC key for the inbound topic")
+    create.set_defaults(handler=lambda args: _tokens_create(args, settings_from_args(args)))
+    listing = actions.add_parser("list", help="list credentials (never the secrets)")
+    listing.set_defaults(handler=lambda args: _tokens_list(settings_from_args(args)))
+    revoke = actions.add_parser("revoke", help="revoke a credential by id")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(handler=lambda args: _tokens_revoke(args, settings_from_args(args)))
+
+    publish = subparsers.add_parser(
+        "publish", help="send events from an NDJSON, JSON or CSV file to ingest",
+        description="Send events to ingest in batches with a progress bar; retries safely (same ids). "
+                    "CSV columns: id, ministry|source, kind|type, time, data.<field> (see services/ingest/publishfile.py). "
+                    "Exit code 1 if any event was rejected.")
+    publish.add_argument("file", help="events file (.ndjson/.jsonl, .json, .csv; '-' for stdin as NDJSON/JSON)")
+    publish.add_argument("--url", help="ingest base URL (default: this stack's ingest)")
+    publish.add_argument("--token", help="bearer token (default: $REFORMSPOR_TOKEN)")
+    publish.add_argument("--atomic", action="store_true", help="all or nothing, per request (at most 500 events)")
+    publish.add_argument("--format", choices=["ndjson", "json", "csv"], help="override detection by file name")
+    publish.set_defaults(handler=lambda args: publish_command(args, settings_from_args(args)))
+
+
+def _tokens_create(args, settings) -> int:
+    from services.ingest.tokens import CredentialError, issue_credential
+
+    try:
+        issued = issue_credential(settings, args.ministry, name=args.name, kind=args.kind)
+    except CredentialError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if issued.kind == "http":
+        print(f"Created HTTP token id {issued.id} for {issued.ministry}. It is shown only once:")
+        print(issued.secret)
+        print("Use it as: Authorization: Bearer <token>   (or REFORMSPOR_TOKEN for `reformspor publish`)", file=sys.stderr)
+    else:
+        print(f"Created Kafka signing key id {issued.id} for {issued.ministry}. It is shown only once:")
+        print(issued.secret)
+        print(f"Sign each inbound message: headers reformspor-key-id={issued.id} and "
+              "reformspor-signature=<hex HMAC-SHA256(key, value)>", file=sys.stderr)
+    return 0
+
+
+def _tokens_list(settings) -> int:
+    from services.ingest.store import IngestStore
+
+    rows = IngestStore(settings.db_url("ingest")).list_credentials()
+    print(f"{'ID':>4}  {'MINISTRY':8}  {'KIND':5}  {'CREATED':20}  {'STATUS':8}  NAME")
+    for row in rows:
+        status = "revoked" if row.revoked_at else "active"
+        print(f"{row.id:>4}  {row.ministry:8}  {row.kind:5}  {row.created_at:%Y-%m-%d %H:%M:%S}  {status:8}  {row.name}")
+    return 0
+
+
+def _tokens_revoke(args, settings) -> int:
+    from services.ingest.store import IngestStore
+
+    if IngestStore(settings.db_url("ingest")).revoke(args.id):
+        print(f"Revoked credential {args.id}; it is refused from now on.")
+        return 0
+    print(f"No active credential with id {args.id}.", file=sys.stderr)
+    return 1
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30):
+        self.total = max(total, 1)
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+
+    def update(self, done: int) -> None:
+        filled = int(self.width * done / self.total)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} events"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def publish_command(args: argparse.Namespace, settings) -> int:
+    token = args.token or os.environ.get("REFORMSPOR_TOKEN")
+    if not token:
+        print("error: give --token or set REFORMSPOR_TOKEN (create one with `reformspor tokens create`)", file=sys.stderr)
+        return 2
+    if args.file == "-":
+        name, text = "stdin", sys.stdin.read()
+    else:
+        name, text = args.file, Path(args.file).read_text(encoding="utf-8")
+    events, file_problems = read_events(name, text, args.format)
+    client = IngestClient(args.url or settings.service_url("ingest"), token)
+    return publish_events(client, events, file_problems, atomic=args.atomic)
+
+
+def publish_events(client: IngestClient, events: list[Any], file_problems: list, atomic: bool = False,
+                   out: TextIO = sys.stdout, err: TextIO = sys.stderr, batch_events: int = BATCH_EVENTS) -> int:
+    progress = Progress(len(events), err)
+    results: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(events), batch_events):
+            for result in client.publish(events[start:start + batch_events], atomic=atomic):
+                results.append({**result, "index": start + int(result.get("index", 0))})
+            progress.update(min(start + batch_events, len(events)))
+    except IngestError as error:
+        progress.close()
+        print(f"error: {error}", file=err)
+        print(f"{len(results)} events were answered before the error; resending the file is safe.", file=err)
+        return 2
+    progress.close()
+    return print_summary(results, file_problems, out)
+
+
+def print_summary(results: list[dict[str, Any]], file_problems: list, out: TextIO) -> int:
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "conflict": 0}
+    for result in results:
+        counts[result.get("status", "rejected")] = counts.get(result.get("status", "rejected"), 0) + 1
+    counts["rejected"] += len(file_problems)
+    print(f"accepted {counts['accepted']}, duplicate {counts['duplicate']}, "
+          f"rejected {counts['rejected']}, conflict {counts['conflict']}", file=out)
+    for problem in file_problems:
+        print(f"  {problem.location}: unreadable: {problem.reason}", file=out)
+    for result in results:
+        if result.get("status") in ("rejected", "conflict"):
+            reasons = "; ".join(f"{r['path'] + ': ' if r.get('path') else ''}{r['reason']}" for r in result.get("reasons", []))
+            print(f"  event #{result['index']} id={result.get('id')} {result['status']} "
+                  f"({result.get('code', '')}): {reasons}", file=out)
+    return 1 if counts["rejected"] or counts["conflict"] else 0

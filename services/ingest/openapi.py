@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document served at GET /openapi.json.
+
+Request schemas come from the contract's pydantic models, so the document
+cannot drift from what parse_event accepts; money fields are patched to show
+what publishers send (decimal string or integer NOK), not the øre kept inside.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from services.ingest import core
+from services.shared.config import Settings
+from services.shared.contract import DATA_MODELS, KIND_BY_TYPE, SOURCE_PREFIX
+
+_MONEY = {
+    "description": "NOK as a decimal string with at most two decimals, or an integer. Never a JSON float.",
+    "oneOf": [{"type": "string", "pattern": r"^-?\d{1,14}(\.\d{1,2})?$"}, {"type": "integer"}],
+}
+_DECIMAL = {"description": "Exact decimal: a decimal string or a JSON number.", "oneOf": [{"type": "string"}, {"type": "number"}]}
+
+
+def _patch(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                props = {}
+                for name, schema in value.items():
+                    if name.endswith("_nok"):
+                        props[name] = {**_MONEY, **({"title": schema["title"]} if "title" in schema else {})}
+                    elif name in ("value", "threshold"):
+                        props[name] = _DECIMAL
+                    else:
+                        props[name] = _patch(schema)
+                out[key] = props
+            else:
+                out[key] = _patch(value)
+        return out
+    if isinstance(node, list):
+        return [_patch(item) for item in node]
+    return node
+
+
+def _problem_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "RFC 9457 problem details; `errors` lists every field error, `results` every event.",
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "title_nb": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "id": {"type": ["string", "null"]}, "code": {"type": "string"},
+                "path": {"type": "string"}, "reason": {"type": "string"}}}},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
+            "summary": {"$ref": "#/components/schemas/Summary"},
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+
+
+@lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    kinds = sorted(DATA_MODELS)
+    _, top = models_json_schema([(DATA_MODELS[k], "validation") for k in kinds],
+                                ref_template="#/components/schemas/{model}", by_alias=True)
+    schemas: dict[str, Any] = {name: _patch(schema) for name, schema in top.get("$defs", {}).items()}
+    schemas["Event"] = {
+        "type": "object",
+        "description": "CloudEvents 1.0 structured envelope. `type` decides which data schema applies.",
+        "additionalProperties": False,
+        "required": ["specversion", "id", "source", "type", "time", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "minLength": 1, "maxLength": 128, "description": "idempotency key"},
+            "source": {"type": "string", "pattern": f"^{SOURCE_PREFIX}[A-Z]+$", "examples": [f"{SOURCE_PREFIX}BFD"]},
+            "type": {"enum": sorted(KIND_BY_TYPE)},
+            "time": {"type": "string", "format": "date-time"},
+            "datacontenttype": {"const": "application/json"},
+            "subject": {"type": "string"},
+            "dataschema": {"type": "string"},
+            "data": {"oneOf": [{"$ref": f"#/components/schemas/{DATA_MODELS[k].__name__}"} for k in kinds]},
+        },
+    }
+    schemas["EventResult"] = {
+        "type": "object",
+        "properties": {
+            "index": {"type": "integer"}, "id": {"type": ["string", "null"]},
+            "status": {"enum": [core.ACCEPTED, core.DUPLICATE, core.REJECTED, core.CONFLICT]},
+            "code": {"enum": [core.ACCEPTED, core.DUPLICATE, core.CONFLICT, core.CODE_INVALID, core.CODE_FORBIDDEN,
+                              core.CODE_NOT_SENT]},
+            "reasons": {"type": "array", "items": {"type": "object", "properties": {
+                "path": {"type": "string"}, "reason": {"type": "string"}}}},
+        },
+        "required": ["index", "id", "status", "reasons"],
+    }
+    schemas["Summary"] = {"type": "object", "properties": {s: {"type": "integer"} for s in
+                                                           (core.ACCEPTED, core.DUPLICATE, core.REJECTED, core.CONFLICT)}}
+    schemas["Results"] = {"type": "object", "properties": {
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
+        "summary": {"$ref": "#/components/schemas/Summary"}}, "required": ["results", "summary"]}
+    schemas["Problem"] = _problem_schema()
+
+    def ok(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}
+
+    def bad(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = {"description": description,
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        if headers:
+            response["headers"] = headers
+        return response
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Reformspor ingest",
+            "version": "1",
+            "description": "Publish budget and reform events (tiltak 1.7 and 1.8). One event object or an array of "
+                           f"up to {core.MAX_BATCH_EVENTS}; body at most {core.MAX_BODY_BYTES} bytes. A batch is not "
+                           "atomic unless ?atomic=true: good events are accepted and each bad one is reported by "
+                           "index and written to the dead-letter topic.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "per-ministry token from `reformspor tokens create`"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/events": {"post": {
+                "summary": "Publish one event or a batch",
+                "parameters": [{"name": "atomic", "in": "query", "required": False,
+                                "schema": {"type": "boolean", "default": False},
+                                "description": "reject the whole batch if any event is rejected"}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {"type": "array", "minItems": 1, "maxItems": core.MAX_BATCH_EVENTS,
+                         "items": {"$ref": "#/components/schemas/Event"}}]}}}},
+                "responses": {
+                    "200": ok("nothing new: every event was already accepted (duplicates)"),
+                    "202": ok("accepted: Kafka acknowledged every new event"),
+                    "207": ok("batch partly accepted; see each result"),
+                    "400": bad("malformed JSON"),
+                    "401": bad("missing or invalid token", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "403": bad("the token's ministry may not publish these events"),
+                    "409": bad("an event id was already accepted with other content"),
+                    "413": bad("body or batch too large"),
+                    "422": bad("invalid events (every field error listed) or unacceptable body"),
+                    "503": bad("Kafka unavailable; retry", {"Retry-After": {"schema": {"type": "integer"}}}),
+                },
+            }},
+            "/healthz": {"get": {"summary": "process alive", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Kafka reachable", "security": [],
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                                 "responses": {"200": {"description": "text exposition format"}}}},
+            "/openapi.json": {"get": {"summary": "this document", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+    }
+
+
+def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
+    return _document()

@@ -1,0 +1,131 @@
+"""Ingest's own database: API credentials and the idempotency records.
+
+SQLite by default (settings.db_url("ingest")), PostgreSQL in production. Only
+ingest reads or writes it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import Column, DateTime, String
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from services.ingest.core import KnownEvent
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class IngestCredential(SQLModel, table=True):
+    """An API token (kind http: stored as a hash) or a Kafka signing key (kind kafka).
+
+    A Kafka signing key must be stored as-is: HMAC verification needs the
+    secret itself. The database is therefore as sensitive as the keys; in
+    production the Kafka topic ACLs are the primary control (see app.py).
+    """
+
+    __tablename__ = "ingest_credential"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    ministry: str = Field(index=True, max_length=8)
+    name: str = Field(default="", max_length=200)
+    kind: str = Field(default="http", max_length=8)
+    token_hash: Optional[str] = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
+    signing_key: Optional[str] = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: Optional[datetime] = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class IngestRecord(SQLModel, table=True):
+    """An event Kafka acknowledged: written only after the ack, keyed by event id."""
+
+    __tablename__ = "ingest_record"
+    event_id: str = Field(primary_key=True, max_length=128)
+    content_hash: str = Field(max_length=64)
+    ministry: str = Field(max_length=8)
+    channel: str = Field(max_length=8)
+    topic: str = Field(max_length=255)
+    partition: int = -1
+    offset: int = -1
+    recorded_at: datetime = Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IngestStore:
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        SQLModel.metadata.create_all(self.engine, tables=[IngestCredential.__table__, IngestRecord.__table__])
+
+    # --- credentials -------------------------------------------------------------
+
+    def add_credential(self, credential: IngestCredential) -> IngestCredential:
+        with Session(self.engine) as session:
+            session.add(credential)
+            session.commit()
+            session.refresh(credential)
+            return credential
+
+    def credential_by_hash(self, hashed: str) -> IngestCredential | None:
+        with Session(self.engine) as session:
+            found = session.exec(select(IngestCredential).where(IngestCredential.token_hash == hashed)).first()
+            return found if found is not None and found.revoked_at is None and found.kind == "http" else None
+
+    def signing_credential(self, credential_id: int) -> IngestCredential | None:
+        with Session(self.engine) as session:
+            found = session.get(IngestCredential, credential_id)
+            return found if found is not None and found.revoked_at is None and found.kind == "kafka" else None
+
+    def list_credentials(self) -> list[IngestCredential]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(IngestCredential).order_by(IngestCredential.id)))
+
+    def revoke(self, credential_id: int) -> bool:
+        with Session(self.engine) as session:
+            found = session.get(IngestCredential, credential_id)
+            if found is None or found.revoked_at is not None:
+                return False
+            found.revoked_at = _now()
+            session.add(found)
+            session.commit()
+            return True
+
+    # --- idempotency -----------------------------------------------------------------
+
+    def known(self, event_ids: list[str]) -> dict[str, KnownEvent]:
+        if not event_ids:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.exec(select(IngestRecord).where(IngestRecord.event_id.in_(set(event_ids))))
+            return {row.event_id: KnownEvent(row.event_id, row.content_hash) for row in rows}
+
+    def record(self, records: list[IngestRecord]) -> None:
+        """Insert acknowledged events; an id already present is left as it was."""
+        if not records:
+            return
+        with Session(self.engine) as session:
+            present = set(session.exec(select(IngestRecord.event_id).where(
+                IngestRecord.event_id.in_([r.event_id for r in records]))))
+            fresh = {r.event_id: r for r in records if r.event_id not in present}
+            session.add_all(fresh.values())
+            try:
+                session.commit()
+                return
+            except IntegrityError:  # a concurrent writer got there first: go one by one
+                session.rollback()
+        for item in records:
+            with Session(self.engine) as session:
+                if session.get(IngestRecord, item.event_id) is None:
+                    session.add(item)
+                    try:
+                        session.commit()
+                    except IntegrityError:
+                        session.rollback()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
