@@ -1,0 +1,203 @@
+"""The queryable read model (SQLModel): reforms, stages, milestones, decisions, baselines, adjustments.
+
+Written after every evaluation from the Faust table's state; writes are
+upserts keyed by natural ids (event id for decisions and adjustments), so a
+redelivered event or a replayed evaluation never adds a row twice.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy import BigInteger, Column, Text
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from services.milepael.core import StageVerdict, reform_view
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MilepaelReform(SQLModel, table=True):
+    __tablename__ = "milepael_reforms"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    title: str
+    owner: str = Field(max_length=8)
+    registered_at: str
+    as_of: str
+    adjustment_required: bool = False
+    document: str = Field(sa_column=Column(Text, nullable=False))  # the API document, JSON
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class MilepaelStage(SQLModel, table=True):
+    __tablename__ = "milepael_stages"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    stage_id: str = Field(primary_key=True, max_length=64)
+    position: int
+    name: str
+    status: str = Field(max_length=32)
+    baseline_version: int
+    planned_start: date
+    planned_finish: date
+    forecast_finish: date
+    schedule_variance_days: int
+    bac_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    pv_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ev_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ac_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    eac_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    spi: Optional[float] = None
+    spi_t: Optional[float] = None
+    cpi: Optional[float] = None
+    time_tolerance_level: int = 0
+    cost_tolerance_level: int = 0
+    adjustment_required: bool = False
+
+
+class MilepaelMilestone(SQLModel, table=True):
+    __tablename__ = "milepael_milestones"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    stage_id: str = Field(primary_key=True, max_length=64)
+    milestone_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    weight: int
+    due: date
+    required: bool
+    responsible: str = Field(max_length=8)
+    state: str = Field(max_length=16)
+    started_on: Optional[date] = None
+    completed_on: Optional[date] = None
+    forecast_date: Optional[date] = None
+
+
+class MilepaelDecision(SQLModel, table=True):
+    __tablename__ = "milepael_decisions"
+    event_id: str = Field(primary_key=True, max_length=128)
+    reform_id: str = Field(index=True, max_length=64)
+    stage_id: str = Field(max_length=64)
+    decision: str = Field(max_length=16)
+    rationale: str = ""
+    ministry: str = Field(max_length=8)
+    decided_at: str
+    baseline_version: int
+
+
+class MilepaelBaseline(SQLModel, table=True):
+    __tablename__ = "milepael_baselines"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    stage_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    planned_start: date
+    planned_finish: date
+    planned_cost_ore: int = Field(sa_column=Column(BigInteger, nullable=False))
+    milestone_due: str = Field(sa_column=Column(Text, nullable=False))  # JSON {milestone_id: due}
+    reason: str = ""
+    event_id: str = Field(max_length=128)
+    recorded_at: str
+
+
+class MilepaelAdjustment(SQLModel, table=True):
+    __tablename__ = "milepael_adjustments"
+    event_id: str = Field(primary_key=True, max_length=64)  # the justering event's deterministic id
+    reform_id: str = Field(index=True, max_length=64)
+    stage_id: str = Field(max_length=64)
+    state: str = Field(max_length=16)          # required | cleared
+    level: Optional[str] = Field(default=None, max_length=16)
+    baseline_version: int
+    reasons: str = Field(sa_column=Column(Text, nullable=False))   # JSON list
+    numbers: str = Field(sa_column=Column(Text, nullable=False))   # JSON object
+    emitted_at: str
+
+
+TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelDecision, MilepaelBaseline, MilepaelAdjustment]
+
+
+class ReadModel:
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"check_same_thread": False})
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])
+
+    def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict]) -> None:
+        """Upsert the reform's current picture and append its new decisions, baselines and adjustments."""
+        with Session(self.engine) as session:
+            for event in justering_events:
+                data = event["data"]
+                session.merge(MilepaelAdjustment(
+                    event_id=event["id"], reform_id=data["reform_id"], stage_id=data["stage_id"], state=data["state"],
+                    level=data["level"], baseline_version=data["baseline_version"],
+                    reasons=json.dumps(data["reasons"], ensure_ascii=False),
+                    numbers=json.dumps(data["numbers"], ensure_ascii=False), emitted_at=event["time"]))
+            session.flush()
+            adjustments = self._adjustments(session, state["reform_id"])
+            document = reform_view(state, verdicts, adjustments)
+            session.merge(MilepaelReform(
+                reform_id=state["reform_id"], title=state["title"], owner=state["owner"],
+                registered_at=state["registered_at"], as_of=state["as_of"],
+                adjustment_required=document["adjustment_required"],
+                document=json.dumps(document, ensure_ascii=False), updated_at=_now()))
+            for position, stage in enumerate(state["stages"]):
+                v = verdicts[stage["stage_id"]]
+                numbers = v.numbers()
+                session.merge(MilepaelStage(
+                    reform_id=state["reform_id"], stage_id=stage["stage_id"], position=position, name=stage["name"],
+                    status=v.status, baseline_version=stage["baseline_version"], planned_start=v.planned_start,
+                    planned_finish=v.planned_finish, forecast_finish=v.forecast_finish,
+                    schedule_variance_days=v.schedule_variance_days, bac_ore=v.bac_ore, pv_ore=v.pv_ore,
+                    ev_ore=v.ev_ore, ac_ore=v.ac_ore, eac_ore=v.eac_ore, spi=numbers["spi"], spi_t=numbers["spi_t"],
+                    cpi=numbers["cpi"], time_tolerance_level=v.time_level, cost_tolerance_level=v.cost_level,
+                    adjustment_required=v.adjustment_required))
+                for m in stage["milestones"]:
+                    session.merge(MilepaelMilestone(
+                        reform_id=state["reform_id"], stage_id=stage["stage_id"], milestone_id=m["milestone_id"],
+                        name=m["name"], weight=m["weight"], due=date.fromisoformat(m["due"]), required=m["required"],
+                        responsible=m["responsible"], state=m["state"],
+                        started_on=date.fromisoformat(m["started_on"]) if m["started_on"] else None,
+                        completed_on=date.fromisoformat(m["completed_on"]) if m["completed_on"] else None,
+                        forecast_date=date.fromisoformat(m["forecast_date"]) if m["forecast_date"] else None))
+            for d in state["decisions"]:
+                session.merge(MilepaelDecision(reform_id=state["reform_id"], **d))
+            for b in state["baselines"]:
+                session.merge(MilepaelBaseline(
+                    reform_id=state["reform_id"], stage_id=b["stage_id"], version=b["version"],
+                    planned_start=date.fromisoformat(b["planned_start"]),
+                    planned_finish=date.fromisoformat(b["planned_finish"]), planned_cost_ore=b["planned_cost_ore"],
+                    milestone_due=json.dumps(b["milestone_due"]), reason=b["reason"], event_id=b["event_id"],
+                    recorded_at=b["recorded_at"]))
+            session.commit()
+
+    @staticmethod
+    def _adjustments(session: Session, reform_id: str) -> list[dict[str, Any]]:
+        rows = session.exec(select(MilepaelAdjustment).where(MilepaelAdjustment.reform_id == reform_id)
+                            .order_by(MilepaelAdjustment.emitted_at, MilepaelAdjustment.event_id)).all()
+        return [{"event_id": r.event_id, "stage_id": r.stage_id, "state": r.state, "level": r.level,
+                 "baseline_version": r.baseline_version, "reasons": json.loads(r.reasons),
+                 "numbers": json.loads(r.numbers), "emitted_at": r.emitted_at} for r in rows]
+
+    def list_reforms(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            reforms = session.exec(select(MilepaelReform).order_by(MilepaelReform.reform_id)).all()
+            stages = session.exec(select(MilepaelStage).order_by(MilepaelStage.reform_id, MilepaelStage.position)).all()
+        by_reform: dict[str, list[dict]] = {}
+        for s in stages:
+            by_reform.setdefault(s.reform_id, []).append({
+                "stage_id": s.stage_id, "name": s.name, "status": s.status, "spi_t": s.spi_t, "cpi": s.cpi,
+                "schedule_variance_days": s.schedule_variance_days, "adjustment_required": s.adjustment_required})
+        return [{"reform_id": r.reform_id, "title": r.title, "owner": r.owner, "as_of": r.as_of,
+                 "adjustment_required": r.adjustment_required, "stages": by_reform.get(r.reform_id, [])}
+                for r in reforms]
+
+    def get_reform(self, reform_id: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(MilepaelReform, reform_id)
+            return json.loads(row.document) if row else None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
