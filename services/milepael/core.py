@@ -605,6 +605,7 @@ def reform_view(state: dict, verdicts: dict[str, StageVerdict], adjustments: lis
                 "cost_pct": tol["cost_pct"],
                 "cost_nok": ({k: format_ore(v) for k, v in tol["cost_ore"].items()} if tol.get("cost_ore") else None),
             },
+            "adjustment_required": verdict.adjustment_required,
             "adjustment": {
                 "required": verdict.adjustment_required,
                 "reasons": [asdict(r) for r in verdict.reasons],
