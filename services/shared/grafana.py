@@ -1,0 +1,479 @@
+"""Grafana dashboards as code, and `reformspor grafana build|push`.
+
+The four dashboards are built with Grafana's own grafana-foundation-sdk (typed
+builders that emit the dashboard JSON model). `build` writes them under
+deploy/grafana/dashboards/ (committed; a unit test fails on drift), and
+`push` publishes them, with the datasources they use, through Grafana's HTTP
+API (grafana-client). Every panel query here is also run against a real
+Prometheus in tests/integration/test_promql_dashboards.py.
+
+Finance dashboards speak Norwegian (the users' terms: bevilget, forpliktet …);
+the operations dashboard speaks English like the rest of the code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from grafana_foundation_sdk.builders import bargauge, dashboard, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as dashboard_model
+from grafana_foundation_sdk.models import prometheus as prometheus_model
+from grafana_foundation_sdk.models.common import BigValueGraphMode, BigValueColorMode
+
+# Fixed datasource uids: provisioning files, push and every panel agree on them.
+PROMETHEUS_UID = "reformspor-prometheus"
+POSTGRES_UID = "reformspor-postgres"
+PROMETHEUS_REF = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
+POSTGRES_REF = dashboard_model.DataSourceRef(type_val="grafana-postgresql-datasource", uid=POSTGRES_UID)
+FOLDER_UID = "reformspor"
+FOLDER_TITLE = "Reformspor"
+
+GRAFANA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
+DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
+
+# Variables Grafana itself defines; a panel may use them without a templating entry.
+BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__timeFilter", "__from", "__to"}
+NOK = "currencyNOK"
+
+# Budget read model the audit-trail table reads (budsjett's SQL tables; see
+# deploy/README.md if the service's schema changes).
+BUDGET_EVENT_TABLE = "budget_event"
+
+
+# --- a PostgreSQL query the SDK has no builder for ------------------------------
+
+class _SqlTarget(cogvariants.Dataquery):
+    def __init__(self, raw_sql: str, ref_id: str):
+        self.raw_sql = raw_sql
+        self.ref_id = ref_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refId": self.ref_id, "datasource": POSTGRES_REF, "editorMode": "code",
+                "format": "table", "rawQuery": True, "rawSql": self.raw_sql}
+
+
+class SqlQuery(cogbuilder.Builder[cogvariants.Dataquery]):
+    def __init__(self, raw_sql: str, ref_id: str = "A"):
+        self._target = _SqlTarget(raw_sql, ref_id)
+
+    def build(self) -> cogvariants.Dataquery:
+        return self._target
+
+
+# --- small helpers so each panel reads as one line of intent ------------------
+
+def prom(expr: str, legend: str = "", ref_id: str = "A", instant: bool = False, table_format: bool = False):
+    query = prometheus.Dataquery().expr(expr).ref_id(ref_id).datasource(PROMETHEUS_REF)
+    if legend:
+        query = query.legend_format(legend)
+    if instant:
+        query = query.instant()
+    else:
+        query = query.range()
+    if table_format:
+        query = query.format(prometheus_model.PromQueryFormat.TABLE)
+    return query
+
+
+def ts(title: str, *targets, unit: str = "", height: int = 8, span: int = 12, description: str = ""):
+    panel = timeseries.Panel().title(title).datasource(PROMETHEUS_REF).height(height).span(span)
+    for target in targets:
+        panel = panel.with_target(target)
+    if unit:
+        panel = panel.unit(unit)
+    if description:
+        panel = panel.description(description)
+    return panel
+
+
+def big_number(title: str, expr: str, unit: str = "", span: int = 6, description: str = "", decimals: int | None = None):
+    panel = (stat.Panel().title(title).datasource(PROMETHEUS_REF).height(4).span(span)
+             .with_target(prom(expr, instant=True)).graph_mode(BigValueGraphMode.NONE)
+             .color_mode(BigValueColorMode.VALUE))
+    if unit:
+        panel = panel.unit(unit)
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    if description:
+        panel = panel.description(description)
+    return panel
+
+
+def prom_table(title: str, columns: list[tuple[str, str]], join_labels: list[str], unit: str = "",
+               span: int = 24, height: int = 8, description: str = ""):
+    """A table of instant queries, one column each, joined on `join_labels` (Grafana's merge)."""
+    panel = table.Panel().title(title).datasource(PROMETHEUS_REF).height(height).span(span)
+    rename = {}
+    for index, (column, expr) in enumerate(columns):
+        ref_id = chr(ord("A") + index)
+        panel = panel.with_target(prom(expr, ref_id=ref_id, instant=True, table_format=True))
+        rename[f"Value #{ref_id}"] = column
+    panel = panel.with_transformation(dashboard_model.DataTransformerConfig(id_val="merge", options={}))
+    panel = panel.with_transformation(dashboard_model.DataTransformerConfig(
+        id_val="organize",
+        options={"excludeByName": {"Time": True}, "renameByName": rename,
+                 "indexByName": {label: i for i, label in enumerate(join_labels)}}))
+    if unit:
+        panel = panel.unit(unit)
+    if description:
+        panel = panel.description(description)
+    return panel
+
+
+def variable(name: str, label: str, query: str, multi: bool = False):
+    var = (dashboard.QueryVariable(name).label(label).datasource(PROMETHEUS_REF)
+           .query({"query": query, "refId": f"{name}-values"})
+           .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+           .sort(dashboard_model.VariableSort.ALPHABETICAL_ASC))
+    if multi:
+        var = var.multi(True).include_all(True).all_value(".*")
+    return var
+
+
+def base(uid: str, title: str, tags: list[str], description: str):
+    return (dashboard.Dashboard(title).uid(uid).tags(["reformspor", *tags]).description(description)
+            .refresh("30s").time("now-30d", "now").timezone("browser").editable())
+
+
+def money_sum(metric: str, selector: str, by: str = "") -> str:
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} (reformspor_budsjett_{metric}_ore{{{selector}}}) / 100"
+
+
+BUDGET_COLUMNS = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "disponibelt")
+
+
+# --- the four dashboards --------------------------------------------------------
+
+def lines_overview():
+    sel = 'ministry=~"$ministry"'
+    board = base("reformspor-linjer", "Felles budsjettlinjer – oversikt", ["tiltak-1.7", "budsjett"],
+                 "Felles eller samordnede budsjettposter (tiltak 1.7): bevilget, forpliktet, utbetalt og "
+                 "disponibelt per linje og departement. Beløp i NOK.")
+    board = board.with_variable(variable("ministry", "Departement", "label_values(reformspor_budsjett_bevilget_ore, ministry)", multi=True))
+    for column, title in (("bevilget", "Bevilget"), ("forpliktet", "Forpliktet"), ("utbetalt", "Utbetalt"), ("disponibelt", "Disponibelt")):
+        board = board.with_panel(big_number(f"{title} i alt", money_sum(column, sel), NOK,
+                                            description=f"Sum {column} over alle felles linjer (valgte departementer)."))
+    board = board.with_panel(prom_table(
+        "Per linje og departement",
+        [(c.capitalize(), money_sum(c, sel, "line, ministry")) for c in BUDGET_COLUMNS]
+        + [("Utnyttelse", f'line_ministry:reformspor_budsjett_utnyttelse:ratio{{{sel}}}')],
+        ["line", "ministry"], unit=NOK, height=10,
+        description="Utnyttelse = andel av bevilget ± omdisponert som er forpliktet eller utbetalt.",
+    ).override_by_name("Utnyttelse", [dashboard_model.DynamicConfigValue(id_val="unit", value="percentunit")]))
+    board = board.with_panel(
+        bargauge.Panel().title("Utnyttelse per linje").datasource(PROMETHEUS_REF).height(8).span(12)
+        .with_target(prom("line:reformspor_budsjett_utnyttelse:ratio", legend="{{line}}", instant=True))
+        .unit("percentunit").min(0).max(1))
+    board = board.with_panel(ts("Disponibelt per linje", prom("line:reformspor_budsjett_disponibelt_ore:sum / 100", "{{line}}"), unit=NOK))
+    board = board.with_panel(big_number("Overforpliktede celler", f"sum(reformspor_budsjett_overcommitted{{{sel}}})", span=12, decimals=0,
+                                        description="Linje × departement × fase der forpliktet og utbetalt overstiger bevilget ± omdisponert."))
+    board = board.with_panel(big_number("Celler med overforbruk", f"sum(reformspor_budsjett_overspent{{{sel}}})", span=12, decimals=0,
+                                        description="Linje × departement × fase der utbetalt overstiger bevilget ± omdisponert."))
+    return board
+
+
+def line_detail():
+    sel = 'line="$line", ministry=~"$ministry"'
+    board = base("reformspor-linje", "Budsjettlinje i detalj", ["tiltak-1.7", "budsjett"],
+                 "Én felles budsjettlinje per fase og departement, over tid, med hendelsene bak tallene.")
+    board = board.with_variable(variable("line", "Linje", "label_values(reformspor_budsjett_bevilget_ore, line)"))
+    board = board.with_variable(variable("ministry", "Departement", 'label_values(reformspor_budsjett_bevilget_ore{line="$line"}, ministry)', multi=True))
+    for column, title in (("bevilget", "Bevilget"), ("forpliktet", "Forpliktet"), ("utbetalt", "Utbetalt"), ("disponibelt", "Disponibelt")):
+        board = board.with_panel(big_number(title, money_sum(column, sel), NOK))
+    board = board.with_panel(prom_table(
+        "Per departement og fase",
+        [(c.capitalize(), money_sum(c, sel, "ministry, phase")) for c in BUDGET_COLUMNS],
+        ["ministry", "phase"], unit=NOK, height=9))
+    board = board.with_panel(ts("Utbetalt over tid per departement", prom(money_sum("utbetalt", sel, "ministry"), "{{ministry}}"), unit=NOK))
+    board = board.with_panel(ts("Forpliktet over tid per fase", prom(money_sum("forpliktet", sel, "phase"), "{{phase}}"), unit=NOK))
+    board = board.with_panel(ts(
+        "Prognose: utbetalt ved årsslutt mot tilgjengelig",
+        prom('line:reformspor_budsjett_utbetalt_ore:predict_year_end{line="$line"} / 100', "Prognose utbetalt 31.12.", "A"),
+        prom('line:reformspor_budsjett_tilgjengelig_ore:sum{line="$line"} / 100', "Bevilget ± omdisponert", "B"),
+        unit=NOK, span=24,
+        description="Lineær framskriving av de siste 7 dagenes utbetalinger til 31. desember (hele linjen)."))
+    audit_sql = (
+        f'SELECT event_time AS "Tidspunkt", event_id AS "Hendelse", kind AS "Type", ministry AS "Departement", '
+        f'phase AS "Fase", amount_ore / 100.0 AS "Beløp (NOK)"\n'
+        f"FROM {BUDGET_EVENT_TABLE}\n"
+        "WHERE line_id = ${line:sqlstring}\n"
+        "ORDER BY event_time DESC, event_id\nLIMIT 1000"
+    )
+    board = board.with_panel(
+        table.Panel().title("Hendelser bak tallene").datasource(POSTGRES_REF).height(12).span(24)
+        .description("Revisjonsspor fra budsjett-tjenestens lesemodell (PostgreSQL): hver hendelse som er regnet med, én gang.")
+        .with_target(SqlQuery(audit_sql))
+        .override_by_name("Beløp (NOK)", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)]))
+    return board
+
+
+def reforms():
+    sel = 'reform="$reform"'
+    board = base("reformspor-reformer", "Reformer – trinn, avvik og justering", ["tiltak-1.8", "reform"],
+                 "Trinnvis gjennomføring av reformer (tiltak 1.8): status per trinn, SPI/CPI, prognose mot plan og justeringer.")
+    board = board.with_variable(variable("reform", "Reform", "label_values(reformspor_reform_stage_spi, reform)"))
+    board = board.with_panel(big_number("Trinn som trenger justering", f"sum(reformspor_reform_stage_adjustment_required{{{sel}}})", span=8, decimals=0))
+    board = board.with_panel(big_number("Justeringshendelser", f"sum(reformspor_reform_justering_events_total{{{sel}}})", span=8, decimals=0,
+                                        description="Justeringshendelser milepael har sendt for reformen."))
+    board = board.with_panel(big_number("Laveste SPI", f"min(reformspor_reform_stage_spi{{{sel}}})", span=8, decimals=2))
+    board = board.with_panel(prom_table(
+        "Status per trinn",
+        [("Status", f"max by (stage, status) (reformspor_reform_stage_status{{{sel}}}) == 1")],
+        ["stage", "status"], height=7, span=12,
+        description="Gjeldende status for hvert trinn (verdien 1 markerer gjeldende status)."))
+    board = board.with_panel(prom_table(
+        "Toleranse per trinn (0 innenfor, 1 varsel, 2 kritisk)",
+        [("Nivå", f"max by (stage, dimension) (reformspor_reform_stage_tolerance_level{{{sel}}})")],
+        ["stage", "dimension"], height=7, span=12))
+    board = board.with_panel(ts("SPI og CPI per trinn",
+                                prom(f"reformspor_reform_stage_spi{{{sel}}}", "SPI {{stage}}", "A"),
+                                prom(f"reformspor_reform_stage_spi_t{{{sel}}}", "SPI(t) {{stage}}", "B"),
+                                prom(f"reformspor_reform_stage_cpi{{{sel}}}", "CPI {{stage}}", "C"),
+                                description="Under 1: bak plan (SPI) eller dyrere enn planlagt (CPI)."))
+    board = board.with_panel(ts("Planlagt verdi, opptjent verdi og faktisk kostnad",
+                                prom(f"reformspor_reform_stage_planned_value_ore{{{sel}}} / 100", "PV {{stage}}", "A"),
+                                prom(f"reformspor_reform_stage_earned_value_ore{{{sel}}} / 100", "EV {{stage}}", "B"),
+                                prom(f"reformspor_reform_stage_actual_cost_ore{{{sel}}} / 100", "AC {{stage}}", "C"),
+                                unit=NOK))
+    board = board.with_panel(prom_table(
+        "Prognose mot plan",
+        [("Planlagt ferdig", f"max by (stage) (reformspor_reform_stage_planned_finish_timestamp_seconds{{{sel}}}) * 1000"),
+         ("Prognose ferdig", f"max by (stage) (reformspor_reform_stage_forecast_finish_timestamp_seconds{{{sel}}}) * 1000"),
+         ("Tidsavvik (dager)", f"max by (stage) (reformspor_reform_stage_schedule_variance_days{{{sel}}})"),
+         ("Kostnadsavvik (NOK)", f"max by (stage) (reformspor_reform_stage_cost_variance_ore{{{sel}}}) / 100"),
+         ("Trenger justering", f"max by (stage) (reformspor_reform_stage_adjustment_required{{{sel}}})")],
+        ["stage"], height=8,
+    ).override_by_regexp("(Planlagt|Prognose) ferdig", [dashboard_model.DynamicConfigValue(id_val="unit", value="dateTimeAsIsoNoDateIfToday")])
+     .override_by_name("Kostnadsavvik (NOK)", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)]))
+    return board
+
+
+def operations():
+    board = base("reformspor-drift", "Reformspor – operations", ["operations"],
+                 "Throughput, consumer lag, dead letters, errors and whether each service is up.")
+    board = board.with_panel(
+        stat.Panel().title("Services up").datasource(PROMETHEUS_REF).height(4).span(24)
+        .with_target(prom('up{job=~"reformspor-.+"}', "{{job}}", instant=True)).graph_mode(BigValueGraphMode.NONE)
+        .mappings([dashboard_model.ValueMap(options={
+            "0": dashboard_model.ValueMappingResult(text="DOWN", color="red"),
+            "1": dashboard_model.ValueMappingResult(text="UP", color="green")})]))
+    board = board.with_panel(ts("Ingest events per second by channel and outcome",
+                                prom("sum by (channel, outcome) (rate(reformspor_ingest_events_total[$__rate_interval]))", "{{channel}} {{outcome}}"),
+                                unit="ops"))
+    board = board.with_panel(ts("Ingest request latency p95 by route",
+                                prom("histogram_quantile(0.95, sum by (le, route) (rate(reformspor_ingest_request_seconds_bucket[$__rate_interval])))", "{{route}}"),
+                                unit="s"))
+    board = board.with_panel(ts("Refused events per second (rejected, conflict, forbidden)",
+                                prom('sum by (outcome) (rate(reformspor_ingest_events_total{outcome=~"rejected|conflict|forbidden"}[$__rate_interval]))', "{{outcome}}"),
+                                unit="ops"))
+    board = board.with_panel(ts("budsjett events per second by type and outcome",
+                                prom("sum by (type, outcome) (rate(reformspor_budsjett_events_total[$__rate_interval]))", "{{type}} {{outcome}}"),
+                                unit="ops"))
+    board = board.with_panel(ts("Dead letters per second",
+                                prom("service_reason:reformspor_dead_letters:rate5m", "{{service}} {{reason}}"), unit="ops"))
+    board = board.with_panel(prom_table("Dead letters since start", [("Dead letters", "sum by (service, reason) (reformspor_dead_letters_total)")],
+                                        ["service", "reason"], span=12))
+    board = board.with_panel(ts("Consumer lag (messages)",
+                                prom("sum by (service, topic) (reformspor_consumer_lag_messages)", "{{service}} {{topic}}"), unit="short", span=12))
+    board = board.with_panel(prom_table("Time since each ministry's last event",
+                                        [("Silent for", "time() - max by (ministry) (reformspor_ingest_last_event_timestamp_seconds)")],
+                                        ["ministry"], unit="s", span=12))
+    return board
+
+
+DASHBOARDS: dict[str, Callable[[], Any]] = {
+    "linjer-oversikt.json": lines_overview,
+    "linje-detalj.json": line_detail,
+    "reformer.json": reforms,
+    "drift.json": operations,
+}
+
+
+def _without_nulls(value: Any) -> Any:
+    # The SDK emits unset fields as null (e.g. "options": null); Grafana's own
+    # export omits them, and some panel plugins do not expect null there.
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def render() -> dict[str, dict]:
+    """Every dashboard's JSON model, by file name."""
+    rendered = {}
+    for name, make in DASHBOARDS.items():
+        model = _without_nulls(json.loads(json.dumps(make().build(), cls=JSONEncoder)))
+        # Stable panel ids (the SDK leaves them unset): links and Grafana's
+        # "view panel" URLs use them.
+        for panel_id, panel in enumerate(iter_panels(model), start=1):
+            panel["id"] = panel_id
+        rendered[name] = model
+    return rendered
+
+
+def dumps(model: dict) -> str:
+    return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build(out_dir: Path = DASHBOARD_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in render().items():
+        path = out_dir / name
+        path.write_text(dumps(model), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# --- reading queries back out (tests, and anyone auditing the dashboards) -------
+
+@dataclass(frozen=True)
+class PanelQuery:
+    dashboard_uid: str
+    panel_title: str
+    datasource_type: str
+    query: str
+
+
+def iter_panels(model: dict):
+    for panel in model.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])  # rows
+
+
+def panel_queries(model: dict) -> list[PanelQuery]:
+    found = []
+    for panel in iter_panels(model):
+        for target in panel.get("targets", []):
+            ds = target.get("datasource") or panel.get("datasource") or {}
+            query = target.get("expr") or target.get("rawSql") or ""
+            found.append(PanelQuery(model["uid"], panel.get("title", ""), ds.get("type", ""), query))
+    return found
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def variables_used(text: str) -> set[str]:
+    return {a or b for a, b in _VARIABLE.findall(text)}
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    """Substitute $var / ${var} / ${var:format} the way Grafana would for a single value."""
+    def replace(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in values:
+            raise KeyError(f"no value for template variable ${name}")
+        if match.group(0).endswith(":sqlstring}"):
+            return "'" + values[name].replace("'", "''") + "'"
+        return values[name]
+    return _VARIABLE.sub(replace, text)
+
+
+# --- provisioning datasources and publishing ------------------------------------
+
+def datasource_models(prometheus_url: str, postgres_host: str, postgres_db: str, postgres_user: str,
+                      postgres_password: str = "") -> list[dict]:
+    """The two datasources the dashboards reference, by fixed uid."""
+    return [
+        {"uid": PROMETHEUS_UID, "name": "Reformspor Prometheus", "type": "prometheus", "access": "proxy",
+         "url": prometheus_url, "isDefault": True, "jsonData": {"timeInterval": "15s"}},
+        {"uid": POSTGRES_UID, "name": "Reformspor budsjett (PostgreSQL)", "type": "grafana-postgresql-datasource",
+         "access": "proxy", "url": postgres_host, "user": postgres_user,
+         "jsonData": {"database": postgres_db, "sslmode": "disable", "postgresVersion": 1500},
+         "secureJsonData": {"password": postgres_password} if postgres_password else {}},
+    ]
+
+
+@dataclass
+class PushReport:
+    datasources_created: list[str]
+    datasources_present: list[str]
+    dashboards: list[str]
+    folder_created: bool
+
+
+def push(api, dashboards: dict[str, dict], datasources: list[dict]) -> PushReport:
+    """Publish dashboards into the Reformspor folder; create missing datasources.
+
+    Idempotent: datasources are looked up by uid and left alone when present
+    (an operator may have tuned them); dashboards are saved with their fixed
+    uid and overwrite=True, so a second push updates, never duplicates.
+    """
+    from grafana_client.client import GrafanaClientError
+
+    report = PushReport([], [], [], False)
+    for model in datasources:
+        try:
+            api.datasource.get_datasource_by_uid(model["uid"])
+            report.datasources_present.append(model["uid"])
+        except GrafanaClientError as error:
+            if error.status_code != 404:
+                raise
+            api.datasource.create_datasource(model)
+            report.datasources_created.append(model["uid"])
+    try:
+        api.folder.get_folder(FOLDER_UID)
+    except GrafanaClientError as error:
+        if error.status_code != 404:
+            raise
+        api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+        report.folder_created = True
+    for model in dashboards.values():
+        body = {k: v for k, v in model.items() if k not in ("id", "version")}
+        api.dashboard.update_dashboard({"dashboard": body, "folderUid": FOLDER_UID, "overwrite": True,
+                                        "message": "reformspor grafana push"})
+        report.dashboards.append(model["uid"])
+    return report
+
+
+# --- CLI --------------------------------------------------------------------------
+
+def _build_command(args: argparse.Namespace) -> int:
+    for path in build(Path(args.out) if args.out else DASHBOARD_DIR):
+        print(path)
+    return 0
+
+
+def _push_command(args: argparse.Namespace) -> int:
+    from grafana_client import GrafanaApi
+
+    api = GrafanaApi.from_url(args.url, credential=args.token, timeout=args.timeout_s)
+    datasources = datasource_models(args.prometheus_url, args.postgres_host, args.postgres_db, args.postgres_user,
+                                    args.postgres_password or "")
+    report = push(api, render(), datasources)
+    print(f"datasources created: {', '.join(report.datasources_created) or 'none'}; "
+          f"already present: {', '.join(report.datasources_present) or 'none'}")
+    print(f"dashboards published to folder {FOLDER_TITLE!r}: {', '.join(report.dashboards)}")
+    return 0
+
+
+def register(subparsers, settings_from_args) -> None:
+    grafana = subparsers.add_parser("grafana", help="Grafana dashboards: build the JSON, or push them to a running Grafana")
+    actions = grafana.add_subparsers(dest="grafana_command", metavar="ACTION", required=True)
+
+    build_parser = actions.add_parser("build", help="regenerate deploy/grafana/dashboards/*.json from code")
+    build_parser.add_argument("--out", help=f"output folder (default {DASHBOARD_DIR})")
+    build_parser.set_defaults(handler=_build_command)
+
+    push_parser = actions.add_parser(
+        "push", help="publish the dashboards (and missing datasources) to Grafana over its HTTP API",
+        description="Idempotent: dashboards keep their uid and are overwritten; datasources are created only if missing.")
+    push_parser.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
+    push_parser.add_argument("--token", required=True, help="service account token (Editor or Admin)")
+    push_parser.add_argument("--prometheus-url", default="http://127.0.0.1:9090", help="Prometheus URL as Grafana sees it")
+    push_parser.add_argument("--postgres-host", default="127.0.0.1:5432", help="PostgreSQL host:port of budsjett's read model")
+    push_parser.add_argument("--postgres-db", default="reformspor_budsjett")
+    push_parser.add_argument("--postgres-user", default="grafana_reader", help="a read-only role is enough")
+    push_parser.add_argument("--postgres-password", default=None)
+    push_parser.add_argument("--timeout-s", type=float, default=10.0)
+    push_parser.set_defaults(handler=_push_command)
