@@ -42,9 +42,10 @@ DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__timeFilter", "__from", "__to"}
 NOK = "currencyNOK"
 
-# Budget read model the audit-trail table reads (budsjett's SQL tables; see
-# deploy/README.md if the service's schema changes).
-BUDGET_EVENT_TABLE = "budget_event"
+# budsjett's read model (services/budsjett/readmodel.py) that the audit-trail
+# table reads; tests/integration/test_promql_dashboards.py runs the query on it.
+BUDGET_EVENT_TABLE = "budsjett_event"
+BUDGET_EFFECT_TABLE = "budsjett_effect"
 
 
 # --- a PostgreSQL query the SDK has no builder for ------------------------------
@@ -200,18 +201,25 @@ def line_detail():
         prom('line:reformspor_budsjett_tilgjengelig_ore:sum{line="$line"} / 100', "Bevilget ± omdisponert", "B"),
         unit=NOK, span=24,
         description="Lineær framskriving av de siste 7 dagenes utbetalinger til 31. desember (hele linjen)."))
+    # One row per event and cell it moved: exactly what the totals are summed
+    # from (an omdisponering between lines shows on both lines).
     audit_sql = (
-        f'SELECT event_time AS "Tidspunkt", event_id AS "Hendelse", kind AS "Type", ministry AS "Departement", '
-        f'phase AS "Fase", amount_ore / 100.0 AS "Beløp (NOK)"\n'
-        f"FROM {BUDGET_EVENT_TABLE}\n"
-        "WHERE line_id = ${line:sqlstring}\n"
-        "ORDER BY event_time DESC, event_id\nLIMIT 1000"
+        'SELECT e.time AS "Tidspunkt", e.event_id AS "Hendelse", e.kind AS "Type", '
+        'e.source_ministry AS "Avsender", x.ministry AS "Departement", x.phase AS "Fase",\n'
+        '       x.bevilget_ore / 100.0 AS "Bevilget", x.omdisponert_ore / 100.0 AS "Omdisponert",\n'
+        '       x.forpliktet_ore / 100.0 AS "Forpliktet", x.utbetalt_ore / 100.0 AS "Utbetalt",\n'
+        '       e.corrected_by AS "Korrigert av"\n'
+        f"FROM {BUDGET_EFFECT_TABLE} x JOIN {BUDGET_EVENT_TABLE} e ON e.event_id = x.event_id\n"
+        # ${line:sqlstring} is quoted and escaped by Grafana; ${ministry:regex} is
+        # (A|B) or .* built from contract-validated ministry codes (letters only).
+        "WHERE x.line_id = ${line:sqlstring} AND x.ministry ~ '^(${ministry:regex})$'\n"
+        "ORDER BY e.time DESC, e.event_id, x.seq\nLIMIT 1000"
     )
     board = board.with_panel(
         table.Panel().title("Hendelser bak tallene").datasource(POSTGRES_REF).height(12).span(24)
         .description("Revisjonsspor fra budsjett-tjenestens lesemodell (PostgreSQL): hver hendelse som er regnet med, én gang.")
         .with_target(SqlQuery(audit_sql))
-        .override_by_name("Beløp (NOK)", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)]))
+        .override_by_regexp("Bevilget|Omdisponert|Forpliktet|Utbetalt", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)]))
     return board
 
 

@@ -104,10 +104,11 @@ def test_audit_trail_query_reads_the_budget_read_model():
     detail = grafana.render()["linje-detalj.json"]
     sql = [q for q in grafana.panel_queries(detail) if q.datasource_type == "grafana-postgresql-datasource"]
     assert [q.panel_title for q in sql] == ["Hendelser bak tallene"]
-    expanded = grafana.expand(sql[0].query, {"line": "0-24'; drop table x; --"})
+    expanded = grafana.expand(sql[0].query, {"line": "0-24'; drop table x; --", "ministry": "BFD|KD"})
     # ${line:sqlstring} quotes and escapes: a line id can never break out of the string.
     assert "line_id = '0-24''; drop table x; --'" in expanded
-    assert f"FROM {grafana.BUDGET_EVENT_TABLE}" in expanded
+    assert "x.ministry ~ '^(BFD|KD)$'" in expanded
+    assert f"{grafana.BUDGET_EFFECT_TABLE} x JOIN {grafana.BUDGET_EVENT_TABLE} e" in expanded
 
 
 def test_provisioning_points_at_the_fixed_uids():
