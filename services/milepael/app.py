@@ -152,7 +152,7 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
         metrics.dead_letters.labels(service="milepael", reason=reason_label).inc()
 
     async def evaluate_and_publish(reform_id: str, state: dict, previous: dict | None, today: date, now: datetime) -> None:
-        new_state, events, verdicts = core.reconcile(state, totals, today, now)
+        new_state, events, verdicts = core.reconcile(state, dict(totals), today, now)
         for event in events:
             await justering_topic.send(key=reform_id.encode(), value=dumps_compact(event))
             metrics.justering.labels(reform=reform_id).inc()
@@ -185,8 +185,14 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
                 previous = reforms.get(event.key)
                 try:
                     state = core.apply(previous, event)
+                    core.reconcile(state, dict(totals), event.time.date(), event.time)  # fails here, not half-way
                 except core.DomainRejection as error:
                     await dead_letter(value, key, [str(error)], settings.topics.reform, "rejected")
+                    continue
+                except Exception as error:  # a bug must not stall the partition: park the event with the reason
+                    log.exception("milepael could not process %s", event.id)
+                    await dead_letter(value, key, [f"internal error: {error!r}"[:500]], settings.topics.reform,
+                                      "internal_error")
                     continue
                 await evaluate_and_publish(event.key, state, previous, event.time.date(), event.time)
 

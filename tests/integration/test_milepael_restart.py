@@ -1,0 +1,73 @@
+"""A killed milepael worker recovers its reforms and totals and does not raise the same adjustment twice.
+
+Runs on PostgreSQL, as in production, so the read model's upserts are checked there too.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import datetime, timezone
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from services.shared.contract import make_event
+from services.shared.processes import wait_until
+from tests.integration.test_milepael_e2e import _get, _metric, _reform
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+def test_kill_9_recovers_state_without_duplicate_justering(stack, settings, postgres_url):
+    env = {"REFORMSPOR_MILEPAEL_CLOCK": "2026-03-02T08:00:00Z", "REFORMSPOR_MILEPAEL_TICK_S": "1",
+           "REFORMSPOR_MILEPAEL_DB_URL": postgres_url}
+    stack.start_service("milepael", extra_env=env)
+    base = settings.service_url("milepael")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    consumer = KafkaConsumer(settings.topics.justering, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=200)
+    received: dict[str, dict] = {}
+
+    def publish(kind, ministry, data, event_id, when):
+        producer.send(settings.topics.reform, key=b"R-e2e",
+                      value=json.dumps(make_event(kind, ministry, data, event_id, when)).encode())
+        producer.flush()
+
+    def required_ids():
+        received.update((e["id"], e) for e in (json.loads(m.value) for m in consumer))
+        return [i for i, e in received.items() if e["data"]["state"] == "required"]
+
+    try:
+        publish("reform_registrert", "BFD", _reform(), "r-1", datetime(2026, 1, 1, tzinfo=timezone.utc))
+        publish("milepael_fullfort", "BFD", {"reform_id": "R-e2e", "stage_id": "utredning", "milestone_id": "A",
+                                             "ministry": "BFD"}, "r-2", datetime(2026, 1, 21, tzinfo=timezone.utc))
+        producer.send(settings.topics.totals, key=b"L-e2e", value=json.dumps({
+            "line_id": "L-e2e", "updated_at": "2026-03-01T10:00:00Z", "cells": [
+                {"ministry": "BFD", "phase": "utredning", "utbetalt_ore": 40_000_000}]}).encode())
+        producer.flush()
+        wait_until(lambda: len(required_ids()) == 1 and received[required_ids()[0]]["data"]["numbers"]["ac_ore"]
+                   == 40_000_000, 40, "one justering event with the actual cost")
+
+        stack.stop_service("milepael", hard=True)  # kill -9
+        stack.start_service("milepael", extra_env=env)
+        # A new fact that does not change the condition: C has started.
+        publish("milepael_startet", "BFD", {"reform_id": "R-e2e", "stage_id": "utredning", "milestone_id": "C",
+                                            "ministry": "BFD"}, "r-3", datetime(2026, 3, 1, tzinfo=timezone.utc))
+
+        def c_started():
+            status, body = _get(f"{base}/v1/reforms/R-e2e")
+            return status == 200 and body["stages"][0]["milestones"][2]["state"] == "pågår" and body
+
+        body = wait_until(c_started, 40, "the restarted worker to apply r-3")
+        stage = body["stages"][0]
+        assert stage["status"] == "justering påkrevd"
+        assert stage["ac_ore"] == 40_000_000  # totals rebuilt from the compacted topic
+        assert stage["milestones"][0]["state"] == "fullført"  # reform state recovered from the changelog
+        wait_until(lambda: _metric(urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode(),
+                                   "reformspor_reform_stage_adjustment_required", reform="R-e2e", stage="utredning") == 1,
+                   20, "adjustment metric after restart")
+        assert len(required_ids()) == 1
+        assert [a["state"] for a in body["adjustments"]] == ["required"]
+    finally:
+        producer.close()
+        consumer.close()
