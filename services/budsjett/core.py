@@ -372,6 +372,7 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
         # cross-line credit, since the crash may have come before its send.
         outcome.status = "redelivered"
         if record is not None and record["offset"] == offset and record["line_id"] == line_id:
+            outcome.effect = record["effect"]  # lets the read model re-insert (idempotently) what a crash lost
             outcome.sends = _transfers_for(record["effect"], message, line_id)
         return outcome
 

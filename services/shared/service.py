@@ -102,3 +102,36 @@ def run_worker(app: faust.App, settings: Settings) -> None:
     """Run the Faust worker in the foreground until SIGTERM/SIGINT."""
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, console_port=None)
     sys.exit(worker.execute_from_commandline())
+
+
+def track_consumer_lag(app: faust.App, registry: CollectorRegistry, service: str, interval_s: float = 5.0):
+    """Gauge reformspor_consumer_lag_messages{service, topic, partition}, refreshed by a Faust timer.
+
+    Lag = the partition's high watermark minus the consumer group's committed
+    offset (or the fetch position before the first commit): messages not yet
+    processed for good. Changelog partitions (table recovery) are left out.
+    """
+    from prometheus_client import Gauge
+
+    gauge = Gauge("reformspor_consumer_lag_messages", "Messages in the input topic not yet processed",
+                  ["service", "topic", "partition"], registry=registry)
+
+    @app.timer(interval=interval_s)
+    async def _update_consumer_lag() -> None:
+        consumer = app.consumer
+        try:
+            assigned = [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]
+            if not assigned:
+                return
+            highwaters = await consumer.highwaters(*assigned)
+            for tp in assigned:
+                committed = consumer._committed_offset.get(tp)
+                position = committed if committed is not None else await consumer.position(tp)
+                if position is None or highwaters.get(tp) is None:
+                    continue
+                gauge.labels(service=service, topic=tp.topic, partition=str(tp.partition)).set(
+                    max(highwaters[tp] - position, 0))
+        except Exception:  # noqa: BLE001 - a metric must never take the worker down
+            pass
+
+    return gauge

@@ -1,0 +1,300 @@
+"""The budsjett worker: a thin Faust shell around the pure ledger core.
+
+One agent (concurrency=1) reads the budget topic, re-validates every message,
+and hands it to `core.process` with the Faust table as the store. The shell
+then publishes totals, flags and cross-line credits, updates metrics, and
+queues read-model rows that a timer writes in batches off the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.budsjett import core
+from services.budsjett.catalogue import Catalogue
+from services.budsjett.readmodel import Batch, ReadModel
+from services.shared.config import Settings
+from services.shared.contract import BUDGET_KINDS, ContractError
+from services.shared.jsonio import dumps_compact
+from services.shared.money import format_ore
+from services.shared.service import (
+    add_standard_routes,
+    json_response,
+    make_app,
+    raw_topic,
+    run_worker,
+    send_dead_letter,
+    track_consumer_lag,
+)
+
+log = logging.getLogger(__name__)
+SERVICE = "budsjett"
+FLUSH_INTERVAL_S = 0.5
+CATALOGUE_REFRESH_S = 10.0
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        cell_labels = ["line", "ministry", "phase"]
+        self.amounts = {
+            name: Gauge(f"reformspor_budsjett_{name}", f"{name.removesuffix('_ore')} per line, ministry and phase, in øre",
+                        cell_labels, registry=registry)
+            for name in core.TOTAL_FIELDS
+        }
+        self.overcommitted = Gauge("reformspor_budsjett_overcommitted",
+                                   "1 when commitments plus payments exceed the money available", cell_labels,
+                                   registry=registry)
+        self.overspent = Gauge("reformspor_budsjett_overspent",
+                               "1 when payments exceed the money available (not for overslagsbevilgning)",
+                               cell_labels, registry=registry)
+        self.events = Counter("reformspor_budsjett_events", "Budget events by type and outcome",
+                              ["type", "outcome"], registry=registry)
+        self.last_event = Gauge("reformspor_budsjett_last_event_timestamp_seconds",
+                                "Event time of the newest event applied to a line", ["line"], registry=registry)
+        self.dead_letters = Counter("reformspor_dead_letters", "Messages sent to the dead-letter topic",
+                                    ["service", "reason"], registry=registry)
+        self.read_model_pending = Gauge("reformspor_budsjett_read_model_pending_rows",
+                                        "Rows waiting to be written to the read model", registry=registry)
+        for kind in BUDGET_KINDS + (core.TRANSFER_KIND,):
+            for outcome in ("applied", "duplicate", "conflict", "rejected", "redelivered"):
+                self.events.labels(type=kind, outcome=outcome)
+
+    def update_line(self, line: dict[str, Any], cells: set[tuple[str, str]] | None = None) -> None:
+        line_id = line["line_id"]
+        for key, cell in line["cells"].items():
+            ministry, phase = key.split("|")
+            if cells is not None and (ministry, phase) not in cells:
+                continue
+            labels = dict(line=line_id, ministry=ministry, phase=phase)
+            for name in core.AMOUNT_FIELDS:
+                self.amounts[name].labels(**labels).set(cell[name])
+            self.amounts["disponibelt_ore"].labels(**labels).set(core.disponibelt(cell))
+            self.overcommitted.labels(**labels).set(1 if cell["overcommitted"] else 0)
+            self.overspent.labels(**labels).set(1 if cell["overspent"] else 0)
+        if line["last_event_time"]:
+            moment = datetime.fromisoformat(line["last_event_time"].replace("Z", "+00:00"))
+            self.last_event.labels(line=line_id).set(moment.timestamp())
+
+
+def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
+    """Add a *_nok decimal string beside every *_ore integer."""
+    result = dict(amounts)
+    for name, value in amounts.items():
+        if name.endswith("_ore") and isinstance(value, int):
+            result[name.removesuffix("_ore") + "_nok"] = format_ore(value)
+    return result
+
+
+def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = None,
+                  as_of: str | None = None) -> dict[str, Any]:
+    """The HTTP view of one line: cells, totals and per-ministry / per-phase rollups."""
+    if cells is None:
+        cells = core.line_totals(line)["cells"]
+        for cell in cells:
+            stored = line["cells"][core.cell_key(cell["ministry"], cell["phase"])]
+            cell.update(overcommitted=stored["overcommitted"], overspent=stored["overspent"],
+                        overslagsbevilgning=stored["overslagsbevilgning"], kan_overfores=stored["kan_overfores"],
+                        funding_posts=stored["funding_posts"])
+    groups = core.rollups(cells)
+    document = {
+        "line_id": line["line_id"],
+        "last_event_time": line.get("last_event_time"),
+        "updated_at": line.get("updated_at"),
+        "events_applied": line.get("events"),
+        "totals": with_nok(core.sum_amounts(cells)),
+        "cells": [with_nok(cell) for cell in cells],
+        "by_ministry": {k: with_nok(v) for k, v in groups["by_ministry"].items()},
+        "by_phase": {k: with_nok(v) for k, v in groups["by_phase"].items()},
+        "flags": [{"ministry": c["ministry"], "phase": c["phase"], "flag": f}
+                  for c in cells for f in core.FLAGS if c.get(f)],
+    }
+    if as_of is not None:
+        document["as_of"] = as_of
+    return document
+
+
+def problem(view: View, status: int, title: str, detail: str) -> Response:
+    return json_response(view, {"type": "about:blank", "title": title, "status": status, "detail": detail},
+                         status=status, content_type="application/problem+json")
+
+
+class TableStore:
+    """The Faust table seen as the core's key-value store."""
+
+    def __init__(self, table: faust.Table):
+        self.table = table
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = value
+
+
+def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
+    # JSON keys and values for the table's changelog (topics here are raw bytes, set per topic).
+    app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json")
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    track_consumer_lag(app, registry, SERVICE)
+    budget_topic = raw_topic(app, settings.topics.budget)
+    totals_topic = raw_topic(app, settings.topics.totals)
+    notifications_topic = raw_topic(app, settings.topics.notifications)
+    ledger = app.Table("ledger", default=None, partitions=settings.partitions)
+    store = TableStore(ledger)
+    read_model = ReadModel(settings.db_url(SERVICE))
+    state: dict[str, Any] = {"catalogue": Catalogue(), "batch": Batch(), "catalogue_error": None}
+    app.budsjett_read_model = read_model  # for tests and tools
+
+    async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], reason_label: str) -> None:
+        await send_dead_letter(app, settings, value, key, reasons, origin=SERVICE)
+        metrics.dead_letters.labels(service=SERVICE, reason=reason_label).inc()
+
+    @app.agent(budget_topic, concurrency=1)
+    async def apply_events(stream):
+        async for event in stream.events():
+            message_in = event.message
+            raw, key = event.value, event.key
+            try:
+                message = core.parse_message(raw)
+            except ContractError as error:
+                metrics.events.labels(type="unknown", outcome="rejected").inc()
+                await dead_letter(raw, key, [str(p) for p in error.problems], "invalid")
+                continue
+            if key is not None and key.decode("utf-8", "replace") != message.key:
+                # The line's state lives on its key's partition; a wrong key would split it.
+                metrics.events.labels(type=message.kind, outcome="rejected").inc()
+                await dead_letter(raw, key, [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"],
+                                  "key_mismatch")
+                continue
+            outcome = core.process(store, message_in.offset, message, state["catalogue"],
+                                   now=datetime.now(timezone.utc))
+            metrics.events.labels(type=message.kind, outcome=outcome.status).inc()
+            if outcome.status == "conflict":
+                await dead_letter(raw, key, outcome.reasons, "conflict")
+                continue
+            if outcome.status == "rejected":
+                await dead_letter(raw, key, outcome.reasons, "rejected")
+                continue
+            if outcome.status == "duplicate":
+                continue
+            for transfer in outcome.sends:
+                await budget_topic.send(key=transfer.line_id.encode(), value=dumps_compact(transfer.to_wire()))
+            line = outcome.line
+            await totals_topic.send(key=message.key.encode(), value=dumps_compact(core.line_totals(line)))
+            for flag in outcome.flags:
+                await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag))
+            if outcome.effect:
+                state["batch"].add(outcome, message, message_in.partition, message_in.offset, raw)
+            metrics.update_line(line, outcome.touched or None)
+
+    @app.timer(interval=FLUSH_INTERVAL_S)
+    async def flush_read_model() -> None:
+        batch = state["batch"]
+        metrics.read_model_pending.set(len(batch))
+        if not len(batch):
+            return
+        state["batch"] = Batch()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
+        except Exception:  # noqa: BLE001 - keep the rows and retry on the next tick
+            log.exception("read model write failed; retrying")
+            newer = state["batch"]
+            batch.events += newer.events
+            batch.effects += newer.effects
+            batch.flags += newer.flags
+            batch.corrections.update(newer.corrections)
+            batch.lines.update(newer.lines)
+            state["batch"] = batch
+
+    async def load_catalogue() -> None:
+        try:
+            items = await asyncio.get_running_loop().run_in_executor(None, read_model.load_catalogue)
+            state["catalogue"] = Catalogue(items)
+            state["catalogue_error"] = None
+        except Exception as error:  # noqa: BLE001
+            state["catalogue_error"] = str(error)
+
+    @app.task
+    async def load_catalogue_at_start() -> None:
+        await load_catalogue()
+
+    @app.timer(interval=CATALOGUE_REFRESH_S)
+    async def refresh() -> None:
+        await load_catalogue()
+        # Gauges after a restart come from the recovered table, not only from new events.
+        for key, value in list(ledger.items()):
+            if key.startswith("line:"):
+                metrics.update_line(value)
+
+    def lines() -> dict[str, dict[str, Any]]:
+        return {key.removeprefix("line:"): value for key, value in list(ledger.items()) if key.startswith("line:")}
+
+    def catalogue_status() -> dict[str, Any]:
+        catalogue = state["catalogue"]
+        return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
+                "checks": "kap/post checked against the catalogue" if catalogue.loaded
+                else "no catalogue loaded: kap/post checks are skipped",
+                "error": state["catalogue_error"]}
+
+    @app.page("/v1/lines")
+    class Lines(View):
+        async def get(self, request: Request) -> Response:
+            result = []
+            for line_id, line in sorted(lines().items()):
+                document = line_document(line)
+                result.append({k: document[k] for k in ("line_id", "last_event_time", "events_applied", "totals",
+                                                       "by_ministry", "flags")})
+            return json_response(self, {"lines": result, "catalogue": catalogue_status()})
+
+    @app.page("/v1/lines/{line_id}")
+    class LineView(View):
+        async def get(self, request: Request, line_id: str) -> Response:
+            line = ledger.get(f"line:{line_id}")
+            if line is None:
+                return problem(self, 404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
+            as_of_text = request.query.get("as_of")
+            if as_of_text is None:
+                return json_response(self, line_document(line))
+            try:
+                as_of = datetime.fromisoformat(as_of_text.replace("Z", "+00:00"))
+                if as_of.tzinfo is None:
+                    raise ValueError("no time zone")
+            except ValueError:
+                return problem(self, 400, "Invalid as_of",
+                               f"as_of must be an RFC 3339 timestamp with time zone, e.g. 2026-03-01T10:00:00Z; "
+                               f"got {as_of_text[:40]!r}")
+            cells = await asyncio.get_running_loop().run_in_executor(None, read_model.cells_as_of, line_id, as_of)
+            return json_response(self, line_document(line, cells=cells, as_of=core.rfc3339(as_of)))
+
+    @app.page("/v1/lines/{line_id}/events")
+    class LineEvents(View):
+        async def get(self, request: Request, line_id: str) -> Response:
+            if ledger.get(f"line:{line_id}") is None:
+                return problem(self, 404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
+            try:
+                limit = min(int(request.query.get("limit", "1000")), 10000)
+                skip = max(int(request.query.get("offset", "0")), 0)
+            except ValueError:
+                return problem(self, 400, "Invalid paging", "limit and offset must be whole numbers")
+            events = await asyncio.get_running_loop().run_in_executor(None, read_model.events, line_id, limit, skip)
+            return json_response(self, {"line_id": line_id, "events": events})
+
+    @app.page("/v1/status")
+    class Status(View):
+        async def get(self, request: Request) -> Response:
+            return json_response(self, {"lines": len(lines()), "catalogue": catalogue_status(),
+                                        "read_model_pending_rows": len(state["batch"])})
+
+    add_standard_routes(app, registry)
+    return app
+
+
+def main(settings: Settings) -> None:
+    run_worker(create_app(settings), settings)
