@@ -57,7 +57,8 @@ from services.ingest.openapi import openapi_document
 from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
-from services.shared.service import add_standard_routes, make_app, raw_topic, run_worker, send_dead_letter
+from services.shared.service import (add_standard_routes, make_app, raw_topic, run_worker, send_dead_letter,
+                                     track_consumer_lag)
 
 log = logging.getLogger("reformspor.ingest")
 
@@ -417,6 +418,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 log.exception("inbound message at offset %s failed", getattr(event.message, "offset", "?"))
 
     add_standard_routes(app, metrics.registry, ready_check=ingestor.forwarder.kafka_problems)
+    track_consumer_lag(app, metrics.registry, "ingest")  # lag on the raw inbound topic
 
     @app.page("/v1/events")
     class Events(View):
