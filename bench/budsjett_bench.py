@@ -1,0 +1,103 @@
+"""budsjett end-to-end: workers start on a pre-loaded topic; how long until every total is right.
+
+"Right" means every line's bevilget/forpliktet/utbetalt over HTTP equals the
+oracle's sums of the published events, so the clock stops only when the last
+event is visible to a user. The rate is taken from the first moment any total
+is visible (so Faust's start-up is reported separately, not averaged in), and
+CPU is read from /proc over the same interval.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from bench.events import Oracle
+from bench.http_probe import line_totals, matches
+from bench.procstat import cpu_seconds, peak_rss_mb
+from services.shared.stack import LocalStack
+
+
+def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]) -> dict[str, int]:
+    """Start workers concurrently (each start waits for its /readyz); returns name → pid."""
+    pids: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str, port: int | None) -> None:
+        try:
+            pids[name] = stack.start_service("budsjett", instance=None if name == "budsjett" else name, port=port,
+                                             timeout_s=180)
+        except BaseException as error:  # reported by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=worker, daemon=True) for worker in workers]
+    for thread in threads:
+        thread.start()
+    return pids, threads, errors
+
+
+def run_to_oracle(stack: LocalStack, oracle: Oracle, workers: list[tuple[str, int | None]], base_urls: list[str],
+                  timeout_s: float, poll_interval_s: float = 0.25) -> dict:
+    expected = {line: totals.as_dict() for line, totals in oracle.lines.items()}
+    spawn_at = time.perf_counter()
+    pids, threads, errors = start_workers(stack, workers)
+    pending = set(expected)
+    first_at = None
+    first_cpu: dict[str, float] = {}
+    ready_at = None
+    deadline = spawn_at + timeout_s
+    last_report = spawn_at
+    while pending and time.perf_counter() < deadline:
+        if errors:
+            raise errors[0]
+        if ready_at is None and not any(t.is_alive() for t in threads):
+            ready_at = time.perf_counter()
+        for line in sorted(pending):
+            for url in base_urls:
+                try:
+                    actual = line_totals(url, line)
+                except OSError:
+                    actual = None
+                if actual and first_at is None and any(actual.values()):
+                    first_at = time.perf_counter()
+                    first_cpu = {name: cpu_seconds(pid) for name, pid in _pids(stack, workers).items()}
+                if matches(expected[line], actual):
+                    pending.discard(line)
+                    break
+        now = time.perf_counter()
+        if now - last_report > 10:
+            last_report = now
+            print(f"  budsjett: {len(expected) - len(pending)}/{len(expected)} lines complete after "
+                  f"{now - spawn_at:.0f}s", file=sys.stderr, flush=True)
+        if pending:
+            time.sleep(poll_interval_s)
+    done_at = time.perf_counter()
+    if pending:
+        raise TimeoutError(f"budsjett did not reach the oracle totals within {timeout_s:.0f}s "
+                           f"({len(pending)} lines still behind, e.g. {sorted(pending)[:3]})")
+    pids = _pids(stack, workers)
+    cpu_total = sum(cpu_seconds(pid) - first_cpu.get(name, 0.0) for name, pid in pids.items())
+    first_at = first_at or done_at
+    seconds = max(done_at - first_at, 1e-9)
+    events = oracle.events
+    return {
+        "workers": len(workers),
+        "events": events,
+        "startup_s": round(first_at - spawn_at, 2),
+        "seconds": round(seconds, 2),
+        "seconds_incl_startup": round(done_at - spawn_at, 2),
+        "events_per_s": round(events / seconds, 1),
+        "cpu_s": round(cpu_total, 2),
+        "cpu_s_per_million": round(cpu_total / events * 1_000_000, 1),
+        "peak_rss_mb": {name: round(peak_rss_mb(pid) or 0, 1) for name, pid in pids.items()},
+        "pids": pids,
+    }
+
+
+def _pids(stack: LocalStack, workers: list[tuple[str, int | None]]) -> dict[str, int]:
+    found = {}
+    for name, _ in workers:
+        pid = stack.pid_file(name).running_pid()
+        if pid:
+            found[name] = pid
+    return found

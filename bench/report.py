@@ -1,0 +1,72 @@
+"""The results table (Markdown, so the same text goes into RESULTS.md and the README)."""
+from __future__ import annotations
+
+
+def _num(value, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}".replace(",", " ")
+    return str(value)
+
+
+def _ratio(value, base) -> str:
+    if not value or not base:
+        return "–"
+    return f"{100 * value / base:.0f} %"
+
+
+def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
+    phases = results.get("phases", {})
+    python = phases.get("python_ceiling", {})
+    ceiling = python.get("events_per_s")
+    table = []
+    if (load := phases.get("load")):
+        table.append((f"load topic ({load['loader']})", _num(load["events_per_s"]), "–", "–",
+                      f"{_num(load['seconds'], 1)} s for {_num(load['events'])} events"))
+    if (broker := phases.get("broker_ceiling")):
+        table.append(("broker ceiling (ConsumerPerformance)", _num(broker["events_per_s"]), "–",
+                      _ratio(broker["events_per_s"], ceiling), f"{_num(broker['mb_per_s'], 1)} MB/s"))
+    if python:
+        table.append(("Python ceiling (bare aiokafka + json)", _num(ceiling), _num(python["cpu_s_per_million"], 1),
+                      "100 %", f"peak RSS {_num(python.get('peak_rss_mb'))} MB"))
+    for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),
+                       ("budsjett_2_workers", "budsjett end-to-end, 2 workers")):
+        if (run := phases.get(key)):
+            rss = ", ".join(f"{_num(v)}" for v in run["peak_rss_mb"].values())
+            table.append((label, _num(run["events_per_s"]), _num(run["cpu_s_per_million"], 1),
+                          _ratio(run["events_per_s"], ceiling),
+                          f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"))
+    if (latency := phases.get("latency")):
+        for channel in ("http", "metrics"):
+            summary = latency.get(channel)
+            if summary:
+                table.append((f"publish→visible via {'HTTP' if channel == 'http' else '/metrics'} "
+                              f"@ {_num(latency['offered_rate_per_s'])}/s",
+                              _num(latency["achieved_send_rate_per_s"]), "–", "–",
+                              f"p50 {_num(summary['p50_ms'])} ms, p99 {_num(summary['p99_ms'])} ms, "
+                              f"max {_num(summary['max_ms'])} ms ({summary['visible']}/{summary['events']} seen)"))
+    if (ingest := phases.get("ingest")):
+        for key, label in (("single", "ingest HTTP, single POSTs"), ("batch_100", "ingest HTTP, 100-event batches")):
+            if (run := ingest.get(key)):
+                table.append((f"{label} ×{run['concurrency']} clients", _num(run["events_per_s"]), "–", "–",
+                              f"p50 {_num(run['p50_ms'])} ms, p99 {_num(run['p99_ms'])} ms; statuses {run['statuses']}"))
+    if (replay := phases.get("replay")):
+        table.append(("replay (rebuild all totals from the log)", _num(replay.get("events_per_s")),
+                      _num(replay.get("cpu_s_per_million"), 1), _ratio(replay.get("events_per_s"), ceiling),
+                      f"{_num(replay.get('seconds'), 1)} s; peak RSS {_num(replay.get('peak_rss_mb'))} MB"))
+    return table
+
+
+def table(results: dict) -> str:
+    header = ("measurement", "events/s", "CPU s / 1M events", "vs Python ceiling", "notes")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    machine = results.get("machine", {})
+    start, end = machine.get("load_at_start", {}), machine.get("load_at_end", {})
+    lines.append("")
+    lines.append(f"{_num(results.get('events'))} events; {start.get('cpus')} CPUs; load average "
+                 f"{_num(start.get('loadavg_1m'), 2)} at start, {_num(end.get('loadavg_1m'), 2)} at end.")
+    for phase, reason in results.get("skipped", {}).items():
+        lines.append(f"skipped {phase}: {reason}")
+    return "\n".join(lines)

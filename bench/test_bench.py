@@ -1,0 +1,104 @@
+"""Tests of the bench's own arithmetic (run with `.venv/bin/pytest bench/`; not part of `make test`).
+
+A wrong oracle or a wrong percentile would make every number in RESULTS.md a
+lie, so these are checked directly on plain data.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.events import HOT_LINE, Oracle, Workload, generate
+from bench.http_probe import metric_line_amount, parse_metrics
+from bench.kafka_io import parse_consumer_performance
+from bench.latency import latencies_from_observations, latency_lines, percentile, summarise
+from bench.report import table
+from services.shared.contract import parse_event
+
+
+def test_every_generated_event_passes_the_contract_and_the_oracle_sums_them():
+    oracle = Oracle()
+    pairs = list(generate(Workload(3000), oracle))
+    sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for key, value in pairs:
+        event = parse_event(json.loads(value))
+        assert event.key == key.decode()
+        sums[event.key][event.kind] += event.data.amount_ore
+    assert oracle.events == 3000
+    for line, totals in oracle.lines.items():
+        assert sums[line]["bevilget"] == totals.bevilget_ore
+        assert sums[line]["forpliktet"] == totals.forpliktet_ore
+        assert sums[line]["utbetalt"] == totals.utbetalt_ore
+
+
+def test_the_workload_has_a_hot_line_and_unique_ids():
+    pairs = list(generate(Workload(5000)))
+    ids = [json.loads(value)["id"] for _, value in pairs]
+    assert len(set(ids)) == len(ids)
+    hot = sum(1 for key, _ in pairs if key.decode() == HOT_LINE)
+    assert 0.07 * 5000 < hot < 0.13 * 5000
+
+
+def test_latency_counts_from_the_first_poll_that_covers_each_event():
+    scheduled = [0.0, 0.1, 0.2, 0.3]
+    observations = [(0.05, 0), (0.15, 1), (0.35, 3), (0.5, 4)]
+    latencies = latencies_from_observations(scheduled, observations)
+    assert [round(x, 3) for x in latencies] == [0.15, 0.25, 0.15, 0.2]
+
+
+def test_an_event_never_seen_has_no_latency_and_is_reported_missing():
+    latencies = latencies_from_observations([0.0, 1.0], [(0.5, 1)])
+    assert latencies[1] is None
+    assert summarise(latencies)["visible"] == 1
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), min_size=1, max_size=200),
+       st.floats(min_value=1, max_value=100))
+def test_percentile_is_an_observed_value_and_monotone(values, q):
+    p = percentile(values, q)
+    assert p in values
+    assert percentile(values, 100) == max(values)
+    assert p <= percentile(values, min(100, q + 1))
+
+
+def test_one_latency_line_per_partition():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    lines = latency_lines(4, prefix="x")
+    partitioner = DefaultPartitioner()
+    assert sorted(partitioner(line.encode(), [0, 1, 2, 3], [0, 1, 2, 3]) for line in lines) == [0, 1, 2, 3]
+
+
+def test_consumer_performance_output_is_parsed():
+    output = ("WARNING: something\nstart.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, "
+              "rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec\n"
+              "2026-11-28 00:19:59:333, 2026-11-28 00:20:00:516, 13.2275, 11.1813, 50000, 42265.4269, 568, 615, "
+              "21.5082, 81300.813\n")
+    parsed = parse_consumer_performance(output)
+    assert parsed["data.consumed.in.nMsg"] == 50000
+    assert parsed["fetch.nMsg.sec"] == 81300.813
+
+
+def test_metric_amount_sums_the_cells_of_one_line_only():
+    text = "\n".join([
+        "# HELP reformspor_budsjett_bevilget_ore bevilget",
+        'reformspor_budsjett_bevilget_ore{line="a",ministry="BFD",phase="utredning"} 300.0',
+        'reformspor_budsjett_bevilget_ore{line="a",ministry="KD",phase="utvikling"} 200.0',
+        'reformspor_budsjett_bevilget_ore{line="b",ministry="KD",phase="utvikling"} 7.0',
+        'reformspor_budsjett_utbetalt_ore{line="a",ministry="KD",phase="utvikling"} 99.0',
+    ])
+    samples = parse_metrics(text)
+    assert metric_line_amount(samples, "reformspor_budsjett_bevilget_ore", "a") == 500.0
+    assert metric_line_amount(samples, "reformspor_budsjett_bevilget_ore", "c") is None
+
+
+def test_table_renders_partial_results_and_names_skipped_phases():
+    results = {"events": 10, "machine": {"load_at_start": {"cpus": 2, "loadavg_1m": 1.0}},
+               "phases": {"python_ceiling": {"events_per_s": 1000.0, "cpu_s_per_million": 5.0, "peak_rss_mb": 60}},
+               "skipped": {"replay": "no replay command"}}
+    text = table(results)
+    assert "Python ceiling" in text and "100 %" in text
+    assert "skipped replay: no replay command" in text
