@@ -83,12 +83,13 @@ def run_demo(settings: Settings, keep_running: bool = True) -> int:
     for ministry, ministry_events in sorted(by_ministry.items()):
         client = IngestClient(settings.service_url("ingest"), issue_token(settings, ministry, name="demo"))
         for result in client.publish(ministry_events):
-            outcome_counts[result.status] += 1
-            if result.status in ("rejected", "conflict"):
+            outcome_counts[result["status"]] += 1
+            if result["status"] in ("rejected", "conflict"):
                 rejected.append(result)
     print("  " + ", ".join(f"{count} {status}" for status, count in sorted(outcome_counts.items())))
     for result in rejected:
-        print(f"  rejected {result.id}: {'; '.join(result.reasons)}")
+        reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in result.get("reasons", []))
+        print(f"  {result['status']} {result['id']}: {reasons}")
 
     accepted_budget = sum(1 for e in events if e["type"].startswith("no.reformspor.budsjett."))
     line_url = f"{settings.service_url('budsjett')}/v1/lines/{DEMO_LINE_ID}"
