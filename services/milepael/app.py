@@ -181,6 +181,8 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
                 await dead_letter(value, key, [f"{event.kind} is a budget event; send it to the budget topic"],
                                   settings.topics.reform, "wrong_topic")
                 continue
+            # Never evaluate against half-loaded totals (after a restart): that would clear and re-raise alerts.
+            await totals_loaded.wait()
             async with lock:
                 previous = reforms.get(event.key)
                 try:
@@ -205,6 +207,7 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
                 now = Clock._parse(payload["now"])
             except (AttributeError, ValueError, KeyError, TypeError):
                 continue  # our own internal topic: nothing else writes here
+            await totals_loaded.wait()
             async with lock:
                 state = reforms.get(reform_id)
                 if state is not None:
