@@ -266,12 +266,12 @@ class Ingestor:
             self.metrics.dead_letters.labels(service="ingest", reason="dead_letter_failed").inc()
 
     async def dead_letter_results(self, results: list[ItemResult], origin: str) -> None:
-        for result in results:
-            if result.is_bad:
-                key = result.event.key.encode("utf-8") if result.event is not None else None
-                await self.dead_letter(core.dumps_raw(result.raw), key,
-                                       [str(p) for p in result.problems], origin,
-                                       core.dead_letter_reason_label(result))
+        # Concurrently, so a slow broker costs one DEAD_LETTER_TIMEOUT_S per request, not one per event.
+        await asyncio.gather(*(
+            self.dead_letter(core.dumps_raw(result.raw), result.event.key.encode("utf-8") if result.event else None,
+                             [str(p) for p in result.problems], origin, core.dead_letter_reason_label(result))
+            for result in results if result.is_bad
+        ))
 
     def count(self, results: list[ItemResult], channel: str) -> None:
         for result in results:
