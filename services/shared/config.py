@@ -64,6 +64,8 @@ class Settings:
     ingest_port: int = 8180
     budsjett_port: int = 8181
     milepael_port: int = 8182
+    # Loopback by default; a container or a host behind a proxy sets 0.0.0.0.
+    web_bind: str = "127.0.0.1"
     # Each service owns its read model: no database is shared between services.
     ingest_db_url: str = ""
     budsjett_db_url: str = ""

@@ -30,7 +30,7 @@ def make_app(service: str, settings: Settings, web_port: int | None = None, **ov
         topic_replication_factor=1,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         web_port=web_port or settings.port(service),
         # Leave the terminal alone: logs go to stderr without spinners.

@@ -39,8 +39,8 @@ def test_compose_wires_every_part_together():
         service = services[name]
         assert service["command"] == [name]
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
-        # Loopback-bound services: Prometheus must share their network namespace.
-        assert service["network_mode"] == "service:prometheus"
+        # Inside a container the web server must listen beyond loopback to be scraped.
+        assert service["environment"]["REFORMSPOR_WEB_BIND"] == "0.0.0.0"
         assert service["environment"]["REFORMSPOR_KAFKA_BOOTSTRAP"] == "kafka:9092"
     # Every file a container mounts exists in the repository.
     for name, service in services.items():
@@ -48,6 +48,11 @@ def test_compose_wires_every_part_together():
             source = volume.split(":", 1)[0]
             if source.startswith("."):
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+    scrape = yaml.safe_load((DEPLOY / "prometheus/prometheus.compose.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    for name in ("ingest", "budsjett", "milepael"):
+        port = targets[f"reformspor-{name}"][0].rsplit(":", 1)[1]
+        assert targets[f"reformspor-{name}"] == [f"{name}:{port}"], "Prometheus must scrape each service by its name"
     grafana_env = services["grafana"]["environment"]
     provisioning = (DEPLOY / "grafana/provisioning/datasources/reformspor.yml").read_text()
     for variable in ("REFORMSPOR_PROMETHEUS_URL", "REFORMSPOR_GRAFANA_PG_HOST", "REFORMSPOR_GRAFANA_PG_DATABASE"):
