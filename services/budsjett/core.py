@@ -16,7 +16,6 @@ any two writes gives the same state (see the offset checks in `process`).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -152,6 +151,12 @@ def rfc3339(moment: datetime) -> str:
 def new_line(line_id: str) -> dict[str, Any]:
     return {"line_id": line_id, "last_offset": NEVER, "cells": {}, "last_event_time": None, "updated_at": None,
             "events": 0}
+
+
+def copy_line(line: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to change (the store's own value must stay as written until we write it back)."""
+    return {**line, "cells": {key: {**cell, "funding_posts": list(cell["funding_posts"])}
+                              for key, cell in line["cells"].items()}}
 
 
 def new_cell() -> dict[str, Any]:
@@ -362,7 +367,7 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
     line_id = message.key
     outcome = Outcome(status="applied", kind=message.kind, line_id=line_id, event_id=message.id)
     stored_line = store.get(f"line:{line_id}")
-    line = copy.deepcopy(stored_line) if stored_line is not None else new_line(line_id)
+    line = copy_line(stored_line) if stored_line is not None else new_line(line_id)
     outcome.line = line
     id_key = f"id:{message.id}"
     record = store.get(id_key)
