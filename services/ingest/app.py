@@ -66,6 +66,8 @@ ACK_TIMEOUT_S = 10.0
 ENQUEUE_TIMEOUT_S = 5.0
 DEAD_LETTER_TIMEOUT_S = 5.0
 DEAD_LETTER_SAMPLE_BYTES = 65_536
+# Kafka refuses messages over ~1 MB by default; a body near our 1 MiB limit is cut to fit, and the reason says so.
+DEAD_LETTER_MAX_BYTES = 512 * 1024
 PUBLISHER_HEADER = "reformspor-publisher"
 KEY_ID_HEADER = "reformspor-key-id"
 SIGNATURE_HEADER = "reformspor-signature"
@@ -111,6 +113,7 @@ class Forwarder:
         self.metrics = metrics
         self.producer: AIOKafkaProducer | None = None
         self.pending: dict[str, _Pending] = {}
+        self._tasks: set[asyncio.Future] = set()
 
     async def start(self) -> None:
         while self.producer is None:
@@ -163,7 +166,9 @@ class Forwarder:
             fresh.append(result)
             waits.append((result, future))
         if fresh:
-            asyncio.ensure_future(self._deliver(fresh, channel))
+            task = asyncio.ensure_future(self._deliver(fresh, channel))
+            self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+            task.add_done_callback(self._tasks.discard)
         return waits
 
     async def _deliver(self, results: list[ItemResult], channel: str) -> None:
@@ -257,6 +262,9 @@ class Ingestor:
         return results
 
     async def dead_letter(self, value: bytes, key: bytes | None, reasons: list[str], origin: str, label: str) -> None:
+        if len(value) > DEAD_LETTER_MAX_BYTES:
+            reasons = [*reasons, f"(value truncated to its first {DEAD_LETTER_MAX_BYTES} of {len(value)} bytes)"]
+            value = value[:DEAD_LETTER_MAX_BYTES]
         try:
             await asyncio.wait_for(
                 send_dead_letter(self.app, self.settings, value, key, reasons, origin), DEAD_LETTER_TIMEOUT_S)

@@ -82,6 +82,7 @@ def test_front_door_end_to_end(stack, settings):
     assert send(None, raw=b'{"id": ' + b"9" * 400 + b"}")[0] == 422
     assert send(None, raw=b"{not json")[0] == 400
     assert send(sample_event(event_id="long", description="x" * 5000))[0] == 422
+    assert send(sample_event("utbetalt", event_id="huge", description="x" * 1_000_000))[0] == 422
 
     # what reached Kafka: each accepted event exactly once, keyed, with the publisher header
     budget = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4)
@@ -101,6 +102,8 @@ def test_front_door_end_to_end(stack, settings):
     assert "float" in float_letter.headers[DEAD_LETTER_REASON_HEADER].decode()
     assert any("urn:no:dep:KD" in reason for reason in reasons.values())
     assert any("already accepted with different content" in reason for reason in reasons.values())
+    huge = next(r for r in dead if b'"huge"' in r.value[:300])
+    assert "truncated" in huge.headers[DEAD_LETTER_REASON_HEADER].decode()
 
     # metrics a user (and an alert) relies on
     text = urllib.request.urlopen(settings.service_url("ingest") + "/metrics", timeout=5).read().decode()
@@ -109,7 +112,7 @@ def test_front_door_end_to_end(stack, settings):
     assert metric(text, "reformspor_ingest_events_total", channel="http", outcome="conflict") == 1
     assert metric(text, "reformspor_ingest_last_event_timestamp_seconds", ministry="BFD") > 0
     assert metric(text, "reformspor_dead_letters_total", service="ingest", reason="invalid") >= 3
-    assert metric(text, "reformspor_ingest_request_seconds_count", route="/v1/events") == 18
+    assert metric(text, "reformspor_ingest_request_seconds_count", route="/v1/events") == 19
 
     # OpenAPI matches the route
     spec = json.loads(urllib.request.urlopen(settings.service_url("ingest") + "/openapi.json", timeout=5).read())
