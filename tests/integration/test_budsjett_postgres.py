@@ -1,0 +1,52 @@
+"""The read model on a real PostgreSQL: idempotent writes, totals equal to the ledger, as_of."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from services.budsjett import core
+from services.budsjett.readmodel import Batch, ReadModel
+from tests.unit.test_budsjett_core import T0, bevilget, ev, forpliktet, omdisponert, utbetalt
+
+pytestmark = pytest.mark.postgres
+
+
+def test_read_model_on_postgres_is_idempotent_and_matches_the_ledger(postgres_url):
+    events = [
+        bevilget("b1", "0-24", "BFD", "utredning", "500000000000.00", minutes=0),  # 5·10¹¹ NOK fits
+        bevilget("b2", "0-24", "KD", "utvikling", "1250000.00", minutes=10),
+        forpliktet("f1", "0-24", "KD", "utvikling", "K1", "2000000.00"),
+        utbetalt("u1", "0-24", "KD", "utvikling", "300000.00", cid="K1"),
+        omdisponert("o1", "0-24", ("BFD", "utredning"), ("HOD", "utredning"), "1000.00", to_line="ung-1"),
+        ev("korrigert", "BFD", {"line_id": "0-24", "corrects_id": "b1", "reason": "feil kap"}, "k1", minutes=30),
+    ]
+    store: dict = {}
+    model = ReadModel(postgres_url)
+    log = list(events)
+    for offset, message in enumerate(log):
+        outcome = core.process(store, offset, message)
+        batch = Batch()
+        batch.add(outcome, message, 0, offset)
+        model.write(batch)
+        model.write(batch)  # a redelivered batch changes nothing
+        log.extend(outcome.sends)
+    assert model.event_count() == len(log)
+    assert model.event_count("0-24") == len(events)
+
+    for line_id, line in core.lines_in(store).items():
+        expected = core.line_totals(line)["cells"]
+        stored = [{k: c[k] for k in ("ministry", "phase", *core.TOTAL_FIELDS)} for c in model.cells(line_id)]
+        assert stored == expected
+        far_future = datetime(2100, 1, 1, tzinfo=timezone.utc)
+        assert model.cells_as_of(line_id, far_future) == expected
+
+    before_kd = model.cells_as_of("0-24", T0.replace(minute=5))
+    assert {c["ministry"]: c["bevilget_ore"] for c in before_kd} == {"BFD": 50000000000000, "KD": 0}
+    assert sum(c["bevilget_ore"] for c in model.cells_as_of("0-24", T0.replace(minute=31))) == 125000000
+    trail = model.events("0-24")
+    assert {e["event_id"] for e in trail} == {e.id for e in events}
+    assert next(e for e in trail if e["event_id"] == "b1")["corrected_by"] == "k1"
+    kd = next(c for c in model.cells("0-24") if c["ministry"] == "KD")
+    assert kd["overcommitted"] is True and model.flags("0-24")[0]["flag"] == "overcommitted"
+    model.close()
