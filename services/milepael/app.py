@@ -29,6 +29,7 @@ from services.shared.config import Settings
 from services.shared.contract import ContractError, parse_event
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
 from services.shared.service import add_standard_routes, json_response, make_app, raw_topic, run_worker, send_dead_letter
+from services.shared.topics import ensure_topics
 
 log = logging.getLogger("reformspor.milepael")
 
@@ -38,7 +39,7 @@ DEFAULT_TICK_S = 60.0
 
 
 def ticks_topic_name(settings: Settings) -> str:
-    return f"{settings.topic_prefix}milepael.ticks"
+    return settings.topics.milepael_ticks
 
 
 class Clock:
@@ -297,28 +298,6 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
     return app
 
 
-def ensure_ticks_topic(settings: Settings) -> None:
-    """The internal ticks topic: co-partitioned with the reform topic (same count, same key)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="reformspor-milepael-admin")
-    try:
-        name = ticks_topic_name(settings)
-        if name in set(admin.list_topics()):
-            return
-        described = admin.describe_topics([settings.topics.reform])
-        partitions = len(described[0]["partitions"]) if described and described[0].get("partitions") else settings.partitions
-        try:
-            admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                          topic_configs={"retention.ms": str(24 * 3600 * 1000)})])
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
-
-
 def main(settings: Settings) -> None:
-    ensure_ticks_topic(settings)
+    ensure_topics(settings)  # includes the internal ticks topic, co-partitioned with the reform topic
     run_worker(create_app(settings), settings)

@@ -45,14 +45,22 @@ class Topics:
         return f"{self.prefix}reform.justering"
 
     @property
+    def milepael_ticks(self) -> str:  # milepael's internal re-evaluation ticks, key reform_id (co-partitioned)
+        return f"{self.prefix}milepael.ticks"
+
+    @property
     def dead_letter(self) -> str:  # rejected input with the reason in headers
         return f"{self.prefix}deadletter"
 
     def all(self) -> list[str]:
-        return [self.inbound, self.budget, self.reform, self.totals, self.notifications, self.justering, self.dead_letter]
+        return [self.inbound, self.budget, self.reform, self.totals, self.notifications, self.justering,
+                self.milepael_ticks, self.dead_letter]
 
     def compacted(self) -> set[str]:
         return {self.totals}
+
+    def short_lived(self) -> set[str]:
+        return {self.milepael_ticks}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         for name in topics.all():
             if name in existing:
                 continue
-            config = {"cleanup.policy": "compact"} if name in topics.compacted() else {"retention.ms": "-1"}
+            if name in topics.compacted():
+                config = {"cleanup.policy": "compact"}
+            elif name in topics.short_lived():
+                config = {"retention.ms": str(24 * 3600 * 1000)}
+            else:
+                config = {"retention.ms": "-1"}  # the log of record keeps everything
             wanted.append(NewTopic(name, num_partitions=settings.partitions, replication_factor=1, topic_configs=config))
         created = []
         for topic in wanted:
