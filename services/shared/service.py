@@ -131,7 +131,7 @@ def track_consumer_lag(app: faust.App, registry: CollectorRegistry, service: str
                     continue
                 gauge.labels(service=service, topic=tp.topic, partition=str(tp.partition)).set(
                     max(highwaters[tp] - position, 0))
-        except Exception:  # noqa: BLE001 - a metric must never take the worker down
-            pass
+        except Exception as error:  # noqa: BLE001 - a metric must never take the worker down
+            app.log.warning("consumer lag not updated: %r", error)
 
     return gauge
