@@ -123,22 +123,22 @@ class _Data(BaseModel):
 
 # --- budget events (key: line_id) ---------------------------------------------
 
-class BudgetItemRef(_Data):
-    kap: Kap | None = None
-    post: Post | None = None
+class _CellEvent(_Data):
+    """Money booked to one cell of a line: line × ministry × phase, owned by that ministry."""
 
-
-class Bevilget(_Data):
     line_id: Identifier
     ministry: MinistryCode
     phase: Phase
-    amount_ore: Ore = Field(alias="amount_nok")
-    kap: Kap
-    post: Post
     fiscal_year: FiscalYear
 
     def owner_ministries(self) -> set[str]:
         return {self.ministry}
+
+
+class Bevilget(_CellEvent):
+    amount_ore: Ore = Field(alias="amount_nok")  # negative appropriations exist
+    kap: Kap
+    post: Post
 
 
 class Side(_Data):
@@ -174,46 +174,25 @@ class Omdisponert(_Data):
         return {self.from_.ministry}
 
 
-class Forpliktet(_Data):
-    line_id: Identifier
-    ministry: MinistryCode
-    phase: Phase
+class Forpliktet(_CellEvent):
     commitment_id: Identifier
     amount_ore: PositiveOre = Field(alias="amount_nok")
-    fiscal_year: FiscalYear
     kap: Kap | None = None
     post: Post | None = None
     description: Text = ""
 
-    def owner_ministries(self) -> set[str]:
-        return {self.ministry}
 
-
-class ForpliktelseFrigitt(_Data):
-    line_id: Identifier
-    ministry: MinistryCode
-    phase: Phase
+class ForpliktelseFrigitt(_CellEvent):
     commitment_id: Identifier
     amount_ore: PositiveOre = Field(alias="amount_nok")
-    fiscal_year: FiscalYear
-
-    def owner_ministries(self) -> set[str]:
-        return {self.ministry}
 
 
-class Utbetalt(_Data):
-    line_id: Identifier
-    ministry: MinistryCode
-    phase: Phase
-    amount_ore: Ore = Field(alias="amount_nok")
-    fiscal_year: FiscalYear
+class Utbetalt(_CellEvent):
+    amount_ore: Ore = Field(alias="amount_nok")  # negative = a refund
     commitment_id: Identifier | None = None
     kap: Kap | None = None
     post: Post | None = None
     description: Text = ""
-
-    def owner_ministries(self) -> set[str]:
-        return {self.ministry}
 
 
 class Korrigert(_Data):
