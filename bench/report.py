@@ -37,7 +37,8 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             table.append((label, _num(run["events_per_s"]), _num(run["cpu_s_per_million"], 1),
                           _ratio(run["events_per_s"], ceiling),
                           f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"))
-    if (latency := phases.get("latency")):
+    latency_runs = phases.get("latency") or []
+    for latency in latency_runs if isinstance(latency_runs, list) else [latency_runs]:
         for channel in ("http", "metrics"):
             summary = latency.get(channel)
             if summary:

@@ -54,11 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<timestamp>.json)")
     parser.add_argument("--phases", nargs="+", choices=ALL_PHASES, default=list(ALL_PHASES),
                         help="which measurements to run (default: all that the checkout supports)")
-    parser.add_argument("--rate", type=float, default=1000.0, help="latency phase: offered events/s (default 1000)")
+    parser.add_argument("--rate", type=float, nargs="+", default=[1000.0],
+                        help="latency phase: offered events/s, one run per value (default 1000)")
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="latency phase: duration (default 30)")
     parser.add_argument("--loader", choices=["kcat", "kafka-python"], default="kcat",
                         help="how to load the topic (kcat is faster; falls back to kafka-python without kcat)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per-phase time limit (default 1800)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the 1-worker budsjett run with py-spy; collapsed stacks next to the JSON")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the broker's data under bench/results/tmp")
     args = parser.parse_args(argv)
     if args.quick:
@@ -137,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
             progress("budsjett end-to-end, 1 worker")
             phases["budsjett_1_worker"] = run_to_oracle(main_stack, oracle, [("budsjett", None)],
-                                                        [main_settings.service_url("budsjett")], args.timeout_s)
+                                                        [main_settings.service_url("budsjett")], args.timeout_s,
+                                                        profile_to=out.with_suffix(".budsjett.folded") if args.profile
+                                                        else None)
             progress(f"budsjett: {phases['budsjett_1_worker']['events_per_s']:.0f} events/s")
             if budsjett_ready and "latency" in args.phases:
                 phases["latency"] = latency_phase(main_settings, args)
@@ -209,13 +214,18 @@ def python_ceiling(bootstrap: str, topic: str, partitions: int, count: int, orac
     return result
 
 
-def latency_phase(settings: Settings, args: argparse.Namespace) -> dict:
+def latency_phase(settings: Settings, args: argparse.Namespace) -> list[dict]:
     from bench.latency import run_latency
 
-    progress(f"latency: {args.rate:.0f} events/s for {args.latency_seconds:.0f}s, open loop")
-    return asyncio.run(run_latency(settings.kafka_bootstrap, settings.topics.budget,
-                                   [settings.service_url("budsjett")], settings.partitions, args.rate,
-                                   args.latency_seconds, run_id="bm", metric_name_part=metric_for_bevilget()))
+    runs = []
+    for number, rate in enumerate(args.rate):
+        progress(f"latency: {rate:.0f} events/s for {args.latency_seconds:.0f}s, open loop")
+        runs.append(asyncio.run(run_latency(settings.kafka_bootstrap, settings.topics.budget,
+                                            [settings.service_url("budsjett")], settings.partitions, rate,
+                                            args.latency_seconds, run_id=f"bm{number}",
+                                            metric_name_part=metric_for_bevilget(),
+                                            drain_timeout_s=max(30.0, args.latency_seconds * 2))))
+    return runs
 
 
 def metric_for_bevilget() -> str | None:
