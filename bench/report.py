@@ -13,7 +13,8 @@ def _num(value, digits: int = 0) -> str:
 def _ratio(value, base) -> str:
     if not value or not base:
         return "–"
-    return f"{100 * value / base:.0f} %"
+    share = 100 * value / base
+    return f"{share:.1f} %" if share < 10 else f"{share:.0f} %"
 
 
 def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
@@ -25,8 +26,9 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         table.append((f"load topic ({load['loader']})", _num(load["events_per_s"]), "–", "–",
                       f"{_num(load['seconds'], 1)} s for {_num(load['events'])} events"))
     if (broker := phases.get("broker_ceiling")):
-        table.append(("broker ceiling (ConsumerPerformance)", _num(broker["events_per_s"]), "–",
-                      _ratio(broker["events_per_s"], ceiling), f"{_num(broker['mb_per_s'], 1)} MB/s"))
+        rate = broker.get("fetch_events_per_s") or broker["events_per_s"]
+        table.append(("broker ceiling (ConsumerPerformance, fetch rate)", _num(rate), "–", _ratio(rate, ceiling),
+                      f"{_num(broker['events_per_s'])}/s incl. group join; JVM process {_num(broker['jvm_wall_s'], 1)} s"))
     if python:
         table.append(("Python ceiling (bare aiokafka + json)", _num(ceiling), _num(python["cpu_s_per_million"], 1),
                       "100 %", f"peak RSS {_num(python.get('peak_rss_mb'))} MB"))
@@ -36,7 +38,9 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             rss = ", ".join(f"{_num(v)}" for v in run["peak_rss_mb"].values())
             table.append((label, _num(run["events_per_s"]), _num(run["cpu_s_per_million"], 1),
                           _ratio(run["events_per_s"], ceiling),
-                          f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"))
+                          f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"
+                          + (f"; {run['events_per_s'] / one['events_per_s']:.2f}× one worker"
+                             if key == "budsjett_2_workers" and (one := phases.get("budsjett_1_worker")) else "")))
     latency_runs = phases.get("latency") or []
     for latency in latency_runs if isinstance(latency_runs, list) else [latency_runs]:
         for channel in ("http", "metrics"):
@@ -66,7 +70,11 @@ def table(results: dict) -> str:
     machine = results.get("machine", {})
     start, end = machine.get("load_at_start", {}), machine.get("load_at_end", {})
     lines.append("")
-    lines.append(f"{_num(results.get('events'))} events; {start.get('cpus')} CPUs; load average "
+    budsjett_events = results.get("budsjett_events")
+    scope = (f"{_num(results.get('events'))} events for the load and ceilings, {_num(budsjett_events)} for budsjett, "
+             f"replay and scale" if budsjett_events and budsjett_events != results.get("events")
+             else f"{_num(results.get('events'))} events")
+    lines.append(f"{scope}; {start.get('cpus')} CPUs; load average "
                  f"{_num(start.get('loadavg_1m'), 2)} at start, {_num(end.get('loadavg_1m'), 2)} at end.")
     for phase, reason in results.get("skipped", {}).items():
         lines.append(f"skipped {phase}: {reason}")

@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Benchmark Reformspor on a real local Kafka broker against a bare-consumer baseline "
                     "measured in the same run. Prints a table and writes JSON.")
     parser.add_argument("--events", type=int, default=1_000_000, help="budget events to publish (default 1000000)")
+    parser.add_argument("--budsjett-events", type=int,
+                        help="events for the budsjett, replay and scale phases (default: --events); the first N of "
+                             "the same stream, on their own topic, so a 1 M ceiling run can sit beside a shorter "
+                             "budsjett run on a slow machine")
     parser.add_argument("--quick", action="store_true", help="a 50 k-event smoke run with a short latency phase")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<timestamp>.json)")
     parser.add_argument("--phases", nargs="+", choices=ALL_PHASES, default=list(ALL_PHASES),
@@ -130,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             progress("Python ceiling: bare aiokafka consumer (parse JSON, sum amounts)")
             phases["python_ceiling"] = python_ceiling(broker.bootstrap, topic, main_settings.partitions, count, oracle, args.timeout_s, tmp)
 
+        budsjett_count = min(args.budsjett_events or count, count)
+        if budsjett_count < count:
+            # The same seed gives the same stream, so these are the first N events of the ceiling run.
+            oracle = Oracle()
+            events_file = tmp / "events-budsjett.tsv"
+            write_events_file(events_file, generate(Workload(budsjett_count), oracle))
+            main_settings = scenario_settings(broker, tmp, "bm1b.")
+            ensure_topics(main_settings)
+            progress(f"loading the first {budsjett_count} events into {main_settings.topics.budget} for budsjett")
+            phases["load_budsjett"] = load_file(broker.bootstrap, main_settings.topics.budget, events_file,
+                                                budsjett_count, prefer=args.loader)
+        count = budsjett_count
+        results["budsjett_events"] = budsjett_count
         main_stack = LocalStack(main_settings)
         stacks.append(main_stack)
         if not budsjett_ready:
