@@ -2,17 +2,21 @@
 
 One agent (concurrency=1) reads the budget topic, re-validates every message,
 and hands it to `core.process` with the Faust table as the store. The shell
-then publishes totals, flags and cross-line credits, updates metrics, and
-queues read-model rows that a timer writes in batches off the event loop.
+then publishes flags and cross-line credits per event, and per batch of events
+the totals and metrics once per touched line and the read-model rows, written
+(off the event loop) before the batch's offsets can be committed.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from collections import Counter as Counter_
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -35,7 +39,11 @@ from services.shared.service import (
 
 log = logging.getLogger(__name__)
 SERVICE = "budsjett"
-FLUSH_INTERVAL_S = 0.5
+# Events per batch: bigger batches mean fewer produce requests and read-model transactions.
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.1
+# Small linger so the per-event changelog writes go out in few produce requests.
+PRODUCER_LINGER_MS = 5
 CATALOGUE_REFRESH_S = 10.0
 
 
@@ -124,6 +132,11 @@ def problem(view: View, status: int, title: str, detail: str) -> Response:
                          status=status, content_type="application/problem+json")
 
 
+def set_current_event(ref: Any) -> None:
+    """Set the stream's current-event context (as faust.streams does per event) for table writes."""
+    _current_event.set(ref)
+
+
 class TableStore:
     """The Faust table seen as the core's key-value store."""
 
@@ -139,7 +152,8 @@ class TableStore:
 
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     # JSON keys and values for the table's changelog (topics here are raw bytes, set per topic).
-    app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json")
+    app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json",
+                   producer_linger_ms=PRODUCER_LINGER_MS)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     track_consumer_lag(app, registry, SERVICE)
@@ -149,69 +163,104 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     ledger = app.Table("ledger", default=None, partitions=settings.partitions)
     store = TableStore(ledger)
     read_model = ReadModel(settings.db_url(SERVICE))
-    state: dict[str, Any] = {"catalogue": Catalogue(), "batch": Batch(), "catalogue_error": None}
+    state: dict[str, Any] = {"catalogue": Catalogue(), "pending": 0, "catalogue_error": None}
+    # The table holds an id:* key per event; HTTP and gauges need only the lines.
+    line_ids: set[str] = set()
+
+    @ledger.on_recover
+    async def remember_lines() -> None:
+        line_ids.update(key.removeprefix("line:") for key in list(ledger.keys()) if key.startswith("line:"))
     app.budsjett_read_model = read_model  # for tests and tools
 
     async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], reason_label: str) -> None:
         await send_dead_letter(app, settings, value, key, reasons, origin=SERVICE)
         metrics.dead_letters.labels(service=SERVICE, reason=reason_label).inc()
 
+    async def write_rows(batch: Batch) -> None:
+        """Write a batch's rows, retrying until it succeeds: its offsets must not be acked before."""
+        state["pending"] = len(batch)
+        metrics.read_model_pending.set(len(batch))
+        delay_s = 0.1
+        while True:
+            future = asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
+            try:
+                await asyncio.shield(future)
+                break
+            except asyncio.CancelledError:
+                # Stopping: take_events acks the batch when the generator closes, so let the write finish first.
+                try:
+                    await future
+                except Exception:  # noqa: BLE001
+                    log.exception("read model write failed while stopping; `reformspor replay` restores the rows")
+                raise
+            except Exception:  # noqa: BLE001 - the rows stay; the stream waits until they are written
+                log.exception("read model write failed; retrying in %.1f s", delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+        state["pending"] = 0
+        metrics.read_model_pending.set(0)
+
     @app.agent(budget_topic, concurrency=1)
     async def apply_events(stream):
-        async for event in stream.events():
-            message_in = event.message
-            raw, key = event.value, event.key
-            try:
-                message = core.parse_message(raw)
-            except ContractError as error:
-                metrics.events.labels(type="unknown", outcome="rejected").inc()
-                await dead_letter(raw, key, [str(p) for p in error.problems], "invalid")
-                continue
-            if key is not None and key.decode("utf-8", "replace") != message.key:
-                # The line's state lives on its key's partition; a wrong key would split it.
-                metrics.events.labels(type=message.kind, outcome="rejected").inc()
-                await dead_letter(raw, key, [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"],
-                                  "key_mismatch")
-                continue
-            outcome = core.process(store, message_in.offset, message, state["catalogue"],
-                                   now=datetime.now(timezone.utc))
-            metrics.events.labels(type=message.kind, outcome=outcome.status).inc()
-            if outcome.status == "conflict":
-                await dead_letter(raw, key, outcome.reasons, "conflict")
-                continue
-            if outcome.status == "rejected":
-                await dead_letter(raw, key, outcome.reasons, "rejected")
-                continue
-            if outcome.status == "duplicate":
-                continue
-            for transfer in outcome.sends:
-                await budget_topic.send(key=transfer.line_id.encode(), value=dumps_compact(transfer.to_wire()))
-            line = outcome.line
-            await totals_topic.send(key=message.key.encode(), value=dumps_compact(core.line_totals(line)))
-            for flag in outcome.flags:
-                await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag))
-            if outcome.effect:
-                state["batch"].add(outcome, message, message_in.partition, message_in.offset, raw)
-            metrics.update_line(line, outcome.touched or None)
-
-    @app.timer(interval=FLUSH_INTERVAL_S)
-    async def flush_read_model() -> None:
-        batch = state["batch"]
-        metrics.read_model_pending.set(len(batch))
-        if not len(batch):
-            return
-        state["batch"] = Batch()
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
-        except Exception:  # noqa: BLE001 - keep the rows and retry on the next tick
-            log.exception("read model write failed; retrying")
-            newer = state["batch"]
-            batch.events += newer.events
-            batch.effects += newer.effects
-            batch.flags += newer.flags
-            batch.corrections.update(newer.corrections)
-            batch.lines.update(newer.lines)
-            state["batch"] = batch
+        # take_events acks a batch only when we ask for the next one, so the read-model rows
+        # awaited below are written before their offsets can be committed (the audit trail
+        # never misses an event Faust considers done).
+        async for events in stream.take_events(max_=BATCH_MAX, within=BATCH_WITHIN_S):
+            batch = Batch()
+            outcomes: Counter_[tuple[str, str]] = Counter_()
+            touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}
+            for event in events:
+                # Table writes go to the partition of the *current event*; with take_events that
+                # is not this one unless we say so (a batch can span partitions).
+                set_current_event(weakref.ref(event))
+                message_in = event.message
+                raw, key = event.value, event.key
+                try:
+                    message = core.parse_message(raw)
+                except ContractError as error:
+                    outcomes["unknown", "rejected"] += 1
+                    await dead_letter(raw, key, [str(p) for p in error.problems], "invalid")
+                    continue
+                if key is not None and key.decode("utf-8", "replace") != message.key:
+                    # The line's state lives on its key's partition; a wrong key would split it.
+                    outcomes[message.kind, "rejected"] += 1
+                    await dead_letter(raw, key,
+                                      [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"],
+                                      "key_mismatch")
+                    continue
+                outcome = core.process(store, message_in.offset, message, state["catalogue"],
+                                       now=datetime.now(timezone.utc))
+                outcomes[message.kind, outcome.status] += 1
+                if outcome.status == "conflict":
+                    await dead_letter(raw, key, outcome.reasons, "conflict")
+                    continue
+                if outcome.status == "rejected":
+                    await dead_letter(raw, key, outcome.reasons, "rejected")
+                    continue
+                if outcome.status == "duplicate":
+                    continue
+                for transfer in outcome.sends:
+                    await budget_topic.send(key=transfer.line_id.encode(), value=dumps_compact(transfer.to_wire()))
+                for flag in outcome.flags:
+                    await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag))
+                if outcome.effect:
+                    batch.add(outcome, message, message_in.partition, message_in.offset, raw)
+                line_ids.add(message.key)
+                _, cells = touched.get(message.key, (None, set()))
+                if cells is not None and outcome.touched:
+                    cells = cells | outcome.touched
+                else:
+                    cells = None  # a redelivery: refresh every cell of the line
+                touched[message.key] = (outcome.line, cells)
+            set_current_event(None)
+            # Totals are a snapshot per line: the batch's last state supersedes the earlier ones.
+            for line_id, (line, cells) in touched.items():
+                await totals_topic.send(key=line_id.encode(), value=dumps_compact(core.line_totals(line)))
+                metrics.update_line(line, cells)
+            for (kind, status), count in outcomes.items():
+                metrics.events.labels(type=kind, outcome=status).inc(count)
+            if len(batch):
+                await write_rows(batch)
 
     async def load_catalogue() -> None:
         try:
@@ -229,12 +278,12 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     async def refresh() -> None:
         await load_catalogue()
         # Gauges after a restart come from the recovered table, not only from new events.
-        for key, value in list(ledger.items()):
-            if key.startswith("line:"):
-                metrics.update_line(value)
+        for line in lines().values():
+            metrics.update_line(line)
 
     def lines() -> dict[str, dict[str, Any]]:
-        return {key.removeprefix("line:"): value for key, value in list(ledger.items()) if key.startswith("line:")}
+        found = {line_id: ledger.get(f"line:{line_id}") for line_id in list(line_ids)}
+        return {line_id: line for line_id, line in found.items() if line is not None}
 
     def catalogue_status() -> dict[str, Any]:
         catalogue = state["catalogue"]
@@ -290,7 +339,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     class Status(View):
         async def get(self, request: Request) -> Response:
             return json_response(self, {"lines": len(lines()), "catalogue": catalogue_status(),
-                                        "read_model_pending_rows": len(state["batch"])})
+                                        "read_model_pending_rows": state["pending"]})
 
     add_standard_routes(app, registry)
     return app
