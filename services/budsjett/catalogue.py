@@ -115,15 +115,24 @@ def read_rows(path: Path | str) -> list[dict[str, object]]:
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         import openpyxl
 
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except Exception as error:  # openpyxl raises several types for a broken file
+            raise ValueError(f"{path.name}: not a readable xlsx workbook ({error})") from None
         try:
             sheet = workbook["Data"] if "Data" in workbook.sheetnames else workbook.worksheets[0]
             rows = list(sheet.iter_rows(values_only=True))
         finally:
             workbook.close()
     else:
-        text = path.read_text(encoding="utf-8-sig")
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path.name}: not UTF-8 text (byte {error.start}); save the CSV as UTF-8") from None
+        try:
+            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
+        except csv.Error:
+            dialect = csv.excel  # one column or odd quoting: the header check below says what is missing
         rows = list(csv.reader(io.StringIO(text), dialect))
     header_index = next(
         (i for i, row in enumerate(rows) if {_clean(c).lower() for c in row} >= set(REQUIRED_COLUMNS)), None

@@ -71,7 +71,11 @@ def _catalogue_import(args: argparse.Namespace, settings_from_args) -> int:
     if not path.exists():
         print(f"no such file: {path}", file=sys.stderr)
         return 2
-    result = parse_rows(read_rows(path), args.year)
+    try:
+        result = parse_rows(read_rows(path), args.year)
+    except ValueError as error:
+        print(f"cannot import {path}: {error}", file=sys.stderr)
+        return 2
     model = ReadModel(args.db_url or settings.db_url("budsjett"))
     try:
         count = model.replace_catalogue(args.year, result.items)

@@ -70,3 +70,18 @@ def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
     loaded = Catalogue(model.load_catalogue())
     assert len(loaded) == len(gul_bok_items.items)
     assert loaded.get(2024, 840, 70) == Catalogue(gul_bok_items.items).get(2024, 840, 70)
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("notes.csv", "just some notes\nnothing tabular\n", "no header row with the columns fdep_nr"),
+        ("broken.xlsx", "not a zip file", "not a readable xlsx workbook"),
+        ("latin1.csv", "fdep_nr;kap_nr;post_nr\n8;846;21 Spesielle driftsutgifter \xe6\xf8\xe5\n", "not UTF-8"),
+    ],
+)
+def test_unreadable_catalogue_files_are_refused_with_the_reason(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(ValueError, match=reason):
+        read_rows(path)
