@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Text, func, select
+from sqlalchemy import BigInteger, Column, Text, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -174,6 +174,12 @@ class ReadModel:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            # WAL: one fsync per batch commit instead of a rollback journal's several, and HTTP
+            # reads do not block the writer. synchronous stays FULL: a committed batch is durable.
+            @event.listens_for(self.engine, "connect")
+            def _wal(dbapi_connection, _record) -> None:
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
         SQLModel.metadata.create_all(self.engine, tables=[m.__table__ for m in _TABLES])
 
     def close(self) -> None:
