@@ -24,8 +24,11 @@ from bench.procstat import cpu_seconds, peak_rss_mb
 from services.shared.stack import LocalStack
 
 
-def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]) -> dict[str, int]:
-    """Start workers concurrently (each start waits for its /readyz); returns name → pid."""
+def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]):
+    """Start workers concurrently, each in a thread that waits for its /readyz.
+
+    Returns (name → pid as each becomes ready, the threads, errors raised in them).
+    """
     pids: dict[str, int] = {}
     errors: list[BaseException] = []
 
