@@ -41,6 +41,8 @@ def _parse_float(text: str) -> FloatToken:
 def _nesting_depth_exceeds(raw: str, limit: int) -> bool:
     # A linear scan before json.loads, so deep nesting never reaches the
     # recursive parser (which would raise RecursionError or use much stack).
+    if raw.count("{") + raw.count("[") <= limit:
+        return False  # cannot nest deeper than the brackets it has: skip the scan (the common case)
     depth = 0
     in_string = False
     escaped = False

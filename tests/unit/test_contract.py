@@ -101,6 +101,15 @@ def test_deep_nesting_refused_by_the_reader():
         from_json("[" * 10_000 + "]" * 10_000)
 
 
+def test_nesting_limit_is_exact_and_brackets_inside_strings_do_not_count():
+    from services.shared.jsonio import MAX_NESTING_DEPTH
+
+    assert loads_strict("[" * MAX_NESTING_DEPTH + "]" * MAX_NESTING_DEPTH) is not None
+    with pytest.raises(JsonInputError, match="nesting"):
+        loads_strict("[" * (MAX_NESTING_DEPTH + 1) + "]" * (MAX_NESTING_DEPTH + 1))
+    assert loads_strict('{"note": "' + "[{" * 100 + '"}') == {"note": "[{" * 100}
+
+
 def test_oversized_document_refused_by_the_reader():
     with pytest.raises(JsonInputError, match="limit"):
         loads_strict(b" " * 2_000_000)
