@@ -56,7 +56,7 @@ from services.ingest.core import ItemResult
 from services.ingest.openapi import openapi_document
 from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
-from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
+from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.service import (add_standard_routes, make_app, raw_topic, run_worker, send_dead_letter,
                                      track_consumer_lag)
 
@@ -276,7 +276,7 @@ class Ingestor:
     async def dead_letter_results(self, results: list[ItemResult], origin: str) -> None:
         # Concurrently, so a slow broker costs one DEAD_LETTER_TIMEOUT_S per request, not one per event.
         await asyncio.gather(*(
-            self.dead_letter(core.dumps_raw(result.raw), result.event.key.encode("utf-8") if result.event else None,
+            self.dead_letter(dumps_raw(result.raw), result.event.key.encode("utf-8") if result.event else None,
                              [str(p) for p in result.problems], origin, core.dead_letter_reason_label(result))
             for result in results if result.is_bad
         ))

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
-from services.shared.money import FloatToken
+from services.shared.jsonio import dumps_raw
 
 MAX_BATCH_EVENTS = 500
 
@@ -30,20 +30,6 @@ class IngestError(RuntimeError):
 
 class IngestUnavailable(IngestError):
     """Ingest or Kafka stayed unavailable through every retry; nothing unacknowledged was counted."""
-
-
-def dumps_raw(document: Any) -> bytes:
-    """JSON that keeps literal number text (FloatToken) as a number, so the server sees what the file said."""
-    def render(value: Any) -> str:
-        if isinstance(value, FloatToken):
-            return str(value)
-        if isinstance(value, dict):
-            return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{render(v)}" for k, v in value.items()) + "}"
-        if isinstance(value, (list, tuple)):
-            return "[" + ",".join(render(v) for v in value) + "]"
-        return json.dumps(value, ensure_ascii=False)
-
-    return render(document).encode("utf-8")
 
 
 class IngestClient:

@@ -263,13 +263,6 @@ def dead_letter_reason_label(result: ItemResult) -> str:
     return {CODE_FORBIDDEN: "forbidden", CONFLICT: "conflict"}.get(result.code, "invalid")
 
 
-# --- raw JSON rendering for the dead-letter topic ---------------------------------
-
-# dumps_compact would render a FloatToken as a string, hiding the very problem
-# an event was rejected for; dumps_raw keeps literal number text.
-from services.ingest.client import dumps_raw  # noqa: E402  (stdlib-only module)
-
-
 # --- credentials ------------------------------------------------------------------
 
 def token_hash(token: str) -> str:

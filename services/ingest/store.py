@@ -6,14 +6,14 @@ ingest reads or writes it.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from sqlalchemy import Column, DateTime, String
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from services.ingest.core import KnownEvent
+from services.shared.db import make_engine
 
 
 def _now() -> datetime:
@@ -55,11 +55,7 @@ class IngestRecord(SQLModel, table=True):
 
 class IngestStore:
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+        self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine, tables=[IngestCredential.__table__, IngestRecord.__table__])
 
     # --- credentials -------------------------------------------------------------

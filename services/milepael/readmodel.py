@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import BigInteger, Column, Text
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from services.milepael.core import StageVerdict, reform_view
+from services.shared.db import make_engine
 
 
 def _now() -> datetime:
@@ -118,11 +118,7 @@ TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelDecision, Mi
 
 class ReadModel:
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"check_same_thread": False})
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+        self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])
 
     def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict]) -> None:

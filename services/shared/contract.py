@@ -31,7 +31,7 @@ from pydantic import (
 
 from services.shared.jsonio import dumps_compact
 from services.shared.ministries import default_registry
-from services.shared.money import FloatToken, format_ore, parse_nok_to_ore
+from services.shared.money import format_ore, parse_nok_to_ore
 
 TYPE_PREFIX = "no.reformspor."
 SOURCE_PREFIX = "urn:no:dep:"

@@ -98,3 +98,22 @@ def loads_strict(raw: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
 def dumps_compact(document: Any) -> bytes:
     """Serialize to compact UTF-8 JSON with stable key order (used for hashing too)."""
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode("utf-8")
+
+
+def dumps_raw(document: Any) -> bytes:
+    """JSON that writes a FloatToken back as the literal number it was read as.
+
+    dumps_compact would turn it into a string, hiding the very thing an event
+    may be rejected for (a float amount); used for dead letters and for
+    re-sending a publisher's file as written.
+    """
+    def render(value: Any) -> str:
+        if isinstance(value, FloatToken):
+            return str(value)
+        if isinstance(value, dict):
+            return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{render(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(render(v) for v in value) + "]"
+        return json.dumps(value, ensure_ascii=False)
+
+    return render(document).encode("utf-8")

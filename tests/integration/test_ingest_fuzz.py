@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from services.ingest.client import dumps_raw
+from services.shared.jsonio import dumps_raw
 from services.ingest.samples import sample_event
 from services.ingest.testing import post, read_topic
 from services.ingest.tokens import issue_token

@@ -49,7 +49,7 @@ def test_ndjson_with_a_broken_line_reports_it_and_keeps_the_rest():
 def test_ndjson_keeps_float_literals_so_the_server_can_reject_them():
     text = json.dumps(sample_event()).replace('"1250000.00"', "1.5")
     [event], _ = read_events("x.ndjson", text)
-    from services.ingest.client import dumps_raw
+    from services.shared.jsonio import dumps_raw
     assert b'"amount_nok":1.5' in dumps_raw(event)
 
 
