@@ -86,3 +86,11 @@ def test_changelog_entries_land_on_the_source_events_partition(stack, settings):
             continue
         assert record.partition == line_partition[line_id], (key, record.partition, line_partition[line_id])
     assert seen_lines == set(LINES)
+
+    # After a restart with nothing new to consume, every line is still listed: the worker's
+    # set of line ids is rebuilt from the recovered table, not only from new events.
+    stack.stop_service("budsjett", hard=False)
+    stack.start_service("budsjett")
+    wait_until(lambda: applied() == expected_applied, 60, "every line listed again after a restart")
+    with urllib.request.urlopen(f"{settings.service_url('budsjett')}/v1/status", timeout=5) as response:
+        assert json.loads(response.read())["lines"] == len(LINES)
