@@ -17,9 +17,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.utils.terminal import SpinnerHandler
 from faust.web import Request, Response, View
-from mode.utils.logging import level_number
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.budsjett import core
@@ -290,14 +288,6 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     @app.task
     async def load_catalogue_at_start() -> None:
         await load_catalogue()
-
-    @app.task
-    async def quiet_debug_logging() -> None:
-        # faust.Worker drives its terminal spinner by setting the root logger to DEBUG, so every
-        # produce on the hot path (faust.topics, aiokafka) built a log record nobody reads.
-        root = logging.getLogger()
-        root.handlers[:] = [h for h in root.handlers if not isinstance(h, SpinnerHandler)]
-        root.setLevel(level_number(settings.log_level))
 
     @app.timer(interval=CATALOGUE_REFRESH_S)
     async def refresh() -> None:

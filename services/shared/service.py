@@ -6,11 +6,14 @@ servers, and the same /healthz, /readyz and /metrics endpoints.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 import faust
+from faust.utils.terminal import SpinnerHandler
 from faust.web import Request, Response, View
+from mode.utils.logging import level_number
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from services.shared.config import Settings
@@ -38,7 +41,17 @@ def make_app(service: str, settings: Settings, web_port: int | None = None, **ov
         autodiscover=False,
     )
     options.update(overrides)
-    return faust.App(f"{settings.topic_prefix}{service}", **options)
+    app = faust.App(f"{settings.topic_prefix}{service}", **options)
+
+    @app.task
+    async def quiet_debug_logging() -> None:
+        # faust.Worker drives its terminal spinner by setting the root logger to DEBUG, so every
+        # produce on the hot path (faust.topics, aiokafka) built a log record nobody reads.
+        root = logging.getLogger()
+        root.handlers[:] = [h for h in root.handlers if not isinstance(h, SpinnerHandler)]
+        root.setLevel(level_number(settings.log_level))
+
+    return app
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
