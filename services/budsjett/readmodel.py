@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Text, event, func, select
+from sqlalchemy import BigInteger, Column, Text, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, Session, SQLModel, create_engine
+from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
 from services.budsjett.catalogue import CatalogueItem
+from services.shared.db import make_engine
 
 
 def _big(**kwargs) -> Any:
@@ -167,19 +168,8 @@ class Batch:
 class ReadModel:
     def __init__(self, url: str):
         self.url = url
-        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine = make_engine(url)  # SQLite in WAL mode: HTTP reads do not block the batch writer
         self.dialect = self.engine.dialect.name
-        if self.dialect == "sqlite":
-            # WAL: one fsync per batch commit instead of a rollback journal's several, and HTTP
-            # reads do not block the writer. synchronous stays FULL: a committed batch is durable.
-            @event.listens_for(self.engine, "connect")
-            def _wal(dbapi_connection, _record) -> None:
-                dbapi_connection.execute("PRAGMA journal_mode=WAL")
         SQLModel.metadata.create_all(self.engine, tables=[m.__table__ for m in _TABLES])
 
     def close(self) -> None:
