@@ -154,9 +154,13 @@ def new_line(line_id: str) -> dict[str, Any]:
 
 
 def copy_line(line: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe to change (the store's own value must stay as written until we write it back)."""
-    return {**line, "cells": {key: {**cell, "funding_posts": list(cell["funding_posts"])}
-                              for key, cell in line["cells"].items()}}
+    """A copy safe to change (the store's own value must stay as written until we write it back).
+
+    Cells are copied on write by `apply_effect_to_line` (the only place that
+    changes them), so a line with many cells costs one dict copy per event,
+    not one per cell.
+    """
+    return {**line, "cells": dict(line["cells"])}
 
 
 def new_cell() -> dict[str, Any]:
@@ -332,12 +336,17 @@ def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int)
 def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]], extra: dict[str, Any]) -> set[tuple[str, str]]:
     """Apply cell deltas to a (copied) line record; returns the cells touched."""
     touched = set()
+    cells = line["cells"]
     for entry in effect:
         if entry[0] != "cell":
             continue
         _, ministry, phase, name, delta = entry
-        cell = line["cells"].setdefault(cell_key(ministry, phase), new_cell())
-        cell[name] += delta
+        key = cell_key(ministry, phase)
+        if (ministry, phase) not in touched:
+            # Copy on first write: the line's cells may still be shared with the stored record.
+            cell = cells.get(key)
+            cells[key] = new_cell() if cell is None else {**cell, "funding_posts": list(cell["funding_posts"])}
+        cells[key][name] += delta
         touched.add((ministry, phase))
     post = extra.get("funding_post")
     if post:
@@ -399,9 +408,10 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
         outcome.reasons = [rejected.reason]
         return outcome
 
+    event_time = rfc3339(message.time)
     store[id_key] = {
         "hash": content_hash, "offset": offset, "line_id": line_id, "effect": effect, "corrected_by": None,
-        "kind": message.kind, "source_ministry": message.source_ministry, "time": rfc3339(message.time),
+        "kind": message.kind, "source_ministry": message.source_ministry, "time": event_time,
     }
     for entry in effect:
         if entry[0] != "commit":
@@ -418,7 +428,14 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
         original["corrected_by"] = message.id
         store[f"id:{extra['corrects_id']}"] = original
 
-    before_flags = {key: {name: cell[name] for name in FLAGS} for key, cell in line["cells"].items()}
+    # Flags before the event, of the cells it will touch (the only ones compared below).
+    before_flags = {}
+    for entry in effect:
+        if entry[0] == "cell":
+            key = cell_key(entry[1], entry[2])
+            cell = line["cells"].get(key)
+            if cell is not None and key not in before_flags:
+                before_flags[key] = {name: cell[name] for name in FLAGS}
     touched = apply_effect_to_line(line, effect, extra)
     for ministry, phase in sorted(touched):
         cell = line["cells"][cell_key(ministry, phase)]
@@ -434,10 +451,9 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
             cell[name] = new_flags[name]
     line["last_offset"] = offset
     line["events"] += 1
-    event_time = rfc3339(message.time)
     if line["last_event_time"] is None or event_time > line["last_event_time"]:
         line["last_event_time"] = event_time
-    line["updated_at"] = rfc3339(now or message.time)
+    line["updated_at"] = event_time if now is None else rfc3339(now)
     store[f"line:{line_id}"] = line  # the commit point
 
     outcome.effect = effect
