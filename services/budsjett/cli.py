@@ -96,9 +96,14 @@ def _replay(args: argparse.Namespace, settings_from_args) -> int:
 
     settings = settings_from_args(args)
     db_url = args.db_url or f"sqlite:///{settings.home / f'budsjett-replay-{int(time.time())}.db'}"
-    summary = replay(settings, db_url, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    summary = replay(settings, db_url, progress=lambda text: print(text, file=sys.stderr, flush=True),
+                     workers=args.workers)
+    seconds = time.perf_counter() - started
     print(render_status({"lines": summary["lines"]}))
-    print(f"\nRead model rebuilt in {db_url}")
+    print(f"\nRead model rebuilt in {db_url}: {summary['seen']} messages in {seconds:.1f} s "
+          f"({summary['workers']} process{'es' if summary['workers'] > 1 else ''}"
+          f"{', then one, since an event id spans partitions' if summary['single_process_fallback'] else ''})")
     return 0
 
 
@@ -111,8 +116,10 @@ def register(subparsers, settings_from_args) -> None:
     replay = subparsers.add_parser("replay", help="rebuild budsjett's state and read model from the Kafka log",
                                    description="Read the budget topic from offset 0, apply every event with the "
                                                "same rules as the live worker into a fresh read model, and print "
-                                               "the final totals.")
+                                               "the final totals. Partitions are replayed in parallel processes.")
     replay.add_argument("--db-url", help="target read model (default: a new SQLite file under --home)")
+    replay.add_argument("--workers", type=int, default=None,
+                        help="processes, one partition each at a time (default: min(partitions, CPUs); 1 = in-process)")
     replay.set_defaults(handler=lambda args: _replay(args, settings_from_args))
 
     catalogue = subparsers.add_parser("catalogue", help="the budget catalogue (Gul bok kap/post)")
