@@ -32,6 +32,13 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     if python:
         table.append(("Python ceiling (bare aiokafka + json)", _num(ceiling), _num(python["cpu_s_per_million"], 1),
                       "100 %", f"peak RSS {_num(python.get('peak_rss_mb'))} MB"))
+    faust = phases.get("faust_ceiling", {})
+    faust_rate = faust.get("events_per_s")
+    if faust:
+        table.append(("Faust ceiling (bare agent + json, no table)", _num(faust_rate),
+                      _num(faust["cpu_s_per_million"], 1), _ratio(faust_rate, ceiling),
+                      f"{_num(faust['seconds'], 1)} s after {_num(faust['seconds_incl_startup'] - faust['seconds'], 1)} s "
+                      f"start-up; peak RSS {_num(faust.get('peak_rss_mb'))} MB"))
     for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),
                        ("budsjett_2_workers", "budsjett end-to-end, 2 workers")):
         if (run := phases.get(key)):
@@ -39,6 +46,7 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             table.append((label, _num(run["events_per_s"]), _num(run["cpu_s_per_million"], 1),
                           _ratio(run["events_per_s"], ceiling),
                           f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"
+                          + (f"; {_ratio(run['events_per_s'], faust_rate)} of the Faust ceiling" if faust_rate else "")
                           + (f"; {run['events_per_s'] / one['events_per_s']:.2f}× one worker"
                              if key == "budsjett_2_workers" and (one := phases.get("budsjett_1_worker")) else "")))
     latency_runs = phases.get("latency") or []

@@ -36,7 +36,7 @@ from services.shared.processes import free_port  # noqa: E402
 from services.shared.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
-ALL_PHASES = ("broker", "python", "budsjett", "latency", "replay", "scale", "ingest")
+ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "replay", "scale", "ingest")
 
 
 def progress(message: str) -> None:
@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             progress("Python ceiling: bare aiokafka consumer (parse JSON, sum amounts)")
             phases["python_ceiling"] = python_ceiling(broker.bootstrap, topic, main_settings.partitions, count, oracle, args.timeout_s, tmp)
 
+        if "faust" in args.phases:
+            progress("Faust ceiling: a bare Faust agent (parse JSON, sum amounts, no table)")
+            phases["faust_ceiling"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp)
+            progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s")
+
         budsjett_count = min(args.budsjett_events or count, count)
         if budsjett_count < count:
             # The same seed gives the same stream, so these are the first N events of the ceiling run.
@@ -227,6 +232,27 @@ def python_ceiling(bootstrap: str, topic: str, partitions: int, count: int, orac
         raise RuntimeError(f"bare consumer sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
     result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
                    "sums_match_oracle": True})
+    return result
+
+
+def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float, tmp: Path) -> dict:
+    """bench/faust_ceiling.py as its own process, on the same topic; its sums checked against the oracle."""
+    out = tmp / "faust-ceiling.json"
+    measured = run_measured([sys.executable, "-m", "bench.faust_ceiling", "--topic", topic, "--events", str(count),
+                             "--out", str(out)],
+                            env={**settings.to_env(), "PYTHONPATH": str(REPO)}, timeout_s=timeout_s + 60,
+                            log_path=tmp / "faust-ceiling.log")
+    if measured["returncode"] != 0 or not out.exists():
+        raise RuntimeError(f"Faust ceiling failed ({measured['returncode']}); see {tmp / 'faust-ceiling.log'}")
+    result = json.loads(out.read_text())
+    sums = result.pop("sums")
+    wrong = [line for line, totals in oracle.lines.items()
+             if any(sums.get(line, {}).get(kind, 0) != getattr(totals, f"{kind}_ore")
+                    for kind in ("bevilget", "forpliktet", "utbetalt"))]
+    if wrong:
+        raise RuntimeError(f"Faust ceiling sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
+    result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+                   "process_seconds": round(measured["seconds"], 2), "sums_match_oracle": True})
     return result
 
 

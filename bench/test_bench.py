@@ -102,3 +102,17 @@ def test_table_renders_partial_results_and_names_skipped_phases():
     text = table(results)
     assert "Python ceiling" in text and "100 %" in text
     assert "skipped replay: no replay command" in text
+
+
+def test_budsjett_is_reported_against_both_the_python_and_the_faust_ceiling():
+    results = {"events": 10, "machine": {},
+               "phases": {"python_ceiling": {"events_per_s": 10000.0, "cpu_s_per_million": 5.0},
+                          "faust_ceiling": {"events_per_s": 2000.0, "cpu_s_per_million": 400.0, "seconds": 5.0,
+                                            "seconds_incl_startup": 7.0},
+                          "budsjett_1_worker": {"events_per_s": 1000.0, "cpu_s_per_million": 900.0, "seconds": 10.0,
+                                                "startup_s": 3.0, "peak_rss_mb": {"budsjett": 100}}}}
+    text = table(results)
+    faust_row = next(line for line in text.splitlines() if line.startswith("| Faust ceiling"))
+    assert "| 2 000 |" in faust_row and "| 20 % |" in faust_row
+    budsjett_row = next(line for line in text.splitlines() if line.startswith("| budsjett end-to-end, 1 worker"))
+    assert "| 10 % |" in budsjett_row and "50 % of the Faust ceiling" in budsjett_row
