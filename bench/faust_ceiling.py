@@ -31,14 +31,23 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def build(settings: Settings, topic: str, events: int, out: Path):
-    app = make_app("faustceiling", settings, web_port=free_port())
+def build(settings: Settings, topic: str, events: int, out: Path, batch: int | None = None):
+    app = make_app(f"faustceiling{batch or ''}", settings, web_port=free_port())
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     state = {"seen": 0, "first_at": None, "first_cpu": None, "started": time.perf_counter()}
 
+    async def values(stream):
+        if batch is None:
+            async for value in stream:
+                yield value
+        else:  # as budsjett consumes: batches of events, acked when the next batch is asked for
+            async for taken in stream.take_events(max_=batch, within=0.1):
+                for event in taken:
+                    yield event.value
+
     @app.agent(raw_topic(app, topic))
     async def add_up(stream):
-        async for value in stream:
+        async for value in values(stream):
             if state["first_at"] is None:
                 state["first_at"], state["first_cpu"] = time.perf_counter(), _cpu_s()
             event = json.loads(value)
@@ -67,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True, help="the full topic name to read")
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch", type=int, help="consume with stream.take_events(BATCH), as budsjett does")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    app = build(settings, args.topic, args.events, args.out)
+    settings.home.mkdir(parents=True, exist_ok=True)  # Faust creates its data dir, not the parents
+    app = build(settings, args.topic, args.events, args.out, args.batch)
     run_worker(app, settings)
     return 0
 

@@ -39,6 +39,10 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                       _num(faust["cpu_s_per_million"], 1), _ratio(faust_rate, ceiling),
                       f"{_num(faust['seconds'], 1)} s after {_num(faust['seconds_incl_startup'] - faust['seconds'], 1)} s "
                       f"start-up; peak RSS {_num(faust.get('peak_rss_mb'))} MB"))
+    if (batched := phases.get("faust_ceiling_batched")):
+        table.append(("Faust ceiling, take_events batches", _num(batched["events_per_s"]),
+                      _num(batched["cpu_s_per_million"], 1), _ratio(batched["events_per_s"], ceiling),
+                      f"{_num(batched['seconds'], 1)} s; peak RSS {_num(batched.get('peak_rss_mb'))} MB"))
     for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),
                        ("budsjett_2_workers", "budsjett end-to-end, 2 workers")):
         if (run := phases.get(key)):
@@ -67,7 +71,9 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     if (replay := phases.get("replay")):
         table.append(("replay (rebuild all totals from the log)", _num(replay.get("events_per_s")),
                       _num(replay.get("cpu_s_per_million"), 1), _ratio(replay.get("events_per_s"), ceiling),
-                      f"{_num(replay.get('seconds'), 1)} s; peak RSS {_num(replay.get('peak_rss_mb'))} MB"))
+                      f"{_num(replay.get('seconds'), 1)} s for {_num(replay.get('events'))} events; peak RSS "
+                      f"{_num(replay.get('peak_rss_mb'))} MB (largest process); lines wrong: "
+                      f"{len(replay.get('lines_wrong', []))}"))
     return table
 
 
@@ -79,8 +85,8 @@ def table(results: dict) -> str:
     start, end = machine.get("load_at_start", {}), machine.get("load_at_end", {})
     lines.append("")
     budsjett_events = results.get("budsjett_events")
-    scope = (f"{_num(results.get('events'))} events for the load and ceilings, {_num(budsjett_events)} for budsjett, "
-             f"replay and scale" if budsjett_events and budsjett_events != results.get("events")
+    scope = (f"{_num(results.get('events'))} events for the load, ceilings and replay, {_num(budsjett_events)} for "
+             f"budsjett and scale" if budsjett_events and budsjett_events != results.get("events")
              else f"{_num(results.get('events'))} events")
     lines.append(f"{scope}; {start.get('cpus')} CPUs; load average "
                  f"{_num(start.get('loadavg_1m'), 2)} at start, {_num(end.get('loadavg_1m'), 2)} at end.")

@@ -36,6 +36,7 @@ from services.shared.processes import free_port  # noqa: E402
 from services.shared.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
+FAUST_BATCH = 1000  # budsjett's take_events batch size (services/budsjett/app.py BATCH_MAX)
 ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "replay", "scale", "ingest")
 
 
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "measured in the same run. Prints a table and writes JSON.")
     parser.add_argument("--events", type=int, default=1_000_000, help="budget events to publish (default 1000000)")
     parser.add_argument("--budsjett-events", type=int,
-                        help="events for the budsjett, replay and scale phases (default: --events); the first N of "
+                        help="events for the budsjett, latency and scale phases (default: --events; replay always uses "
+                             "all --events); the first N of "
                              "the same stream, on their own topic, so a 1 M ceiling run can sit beside a shorter "
                              "budsjett run on a slow machine")
     parser.add_argument("--quick", action="store_true", help="a 50 k-event smoke run with a short latency phase")
@@ -136,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         if "faust" in args.phases:
             progress("Faust ceiling: a bare Faust agent (parse JSON, sum amounts, no table)")
             phases["faust_ceiling"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp)
-            progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s")
+            progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s; "
+                     f"now with take_events batches as budsjett uses")
+            phases["faust_ceiling_batched"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp,
+                                                            batch=FAUST_BATCH)
+            progress(f"Faust ceiling, batched: {phases['faust_ceiling_batched']['events_per_s']:.0f} events/s")
 
+        # Replay rebuilds from the whole log: it runs on the full --events topic (its target is 1 M events).
+        full_settings, full_oracle = main_settings, oracle
         budsjett_count = min(args.budsjett_events or count, count)
         if budsjett_count < count:
             # The same seed gives the same stream, so these are the first N events of the ceiling run.
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             main_stack.stop_service("budsjett")
 
         if budsjett_ready and "replay" in args.phases:
-            phases["replay"] = replay_phase(main_settings, oracle, args, tmp)
+            phases["replay"] = replay_phase(full_settings, full_oracle, args, tmp)
 
         if budsjett_ready and "scale" in args.phases:
             from bench.budsjett_bench import run_to_oracle
@@ -235,11 +243,12 @@ def python_ceiling(bootstrap: str, topic: str, partitions: int, count: int, orac
     return result
 
 
-def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float, tmp: Path) -> dict:
+def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float, tmp: Path,
+                  batch: int | None = None) -> dict:
     """bench/faust_ceiling.py as its own process, on the same topic; its sums checked against the oracle."""
-    out = tmp / "faust-ceiling.json"
+    out = tmp / f"faust-ceiling{batch or ''}.json"
     measured = run_measured([sys.executable, "-m", "bench.faust_ceiling", "--topic", topic, "--events", str(count),
-                             "--out", str(out)],
+                             "--out", str(out), *(["--batch", str(batch)] if batch else [])],
                             env={**settings.to_env(), "PYTHONPATH": str(REPO)}, timeout_s=timeout_s + 60,
                             log_path=tmp / "faust-ceiling.log")
     if measured["returncode"] != 0 or not out.exists():
