@@ -157,6 +157,12 @@ class LocalKafka:
         if running:
             return running
         if port_open(self.port):
+            # A broker we just stopped may still hold the port for a moment.
+            try:
+                wait_until(lambda: not port_open(self.port), 10, f"port {self.port} to be free")
+            except TimeoutError:
+                pass
+        if port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use by another process; pick another with --port")
         fetch()
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ start and stop things the same way.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,10 +38,24 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str, int
         time.sleep(interval_s)
 
 
+# Below Linux's ephemeral range (32768–60999): a client reconnecting to a
+# stopped server on an ephemeral port can be handed that very port as its own
+# source port (TCP self-connect), and the restarted server then cannot bind.
+_FREE_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(*_FREE_PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if not port_open(port):
+                return port
+    raise RuntimeError(f"no free port in {_FREE_PORT_RANGE}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
