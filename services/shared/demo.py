@@ -103,11 +103,24 @@ def run_demo(settings: Settings, keep_running: bool = True) -> int:
         reforms_url = f"{settings.service_url('milepael')}/v1/reforms"
         reform_id = next(e["data"]["reform_id"] for e in reform_events if e["type"].endswith("reform_registrert.v1"))
 
-        def adjustment_visible():
-            reform = _get_json(f"{reforms_url}/{reform_id}")
-            return reform if any(s.get("adjustment_required") for s in reform.get("stages", [])) else None
+        completed = sum(1 for e in reform_events if e["type"].endswith("milepael_fullfort.v1"))
+        line_cells = _get_json(line_url)["cells"]
 
-        reform = wait_until(adjustment_visible, 60, "the reform's adjustment to be evaluated")
+        def settled_with_adjustment():
+            # The summary is printed only once milepael has seen every milestone and the
+            # spending budsjett reports for each stage's funding, and has raised the adjustment.
+            reform = _get_json(f"{reforms_url}/{reform_id}")
+            stages = reform.get("stages", [])
+            done = sum(1 for s in stages for m in s["milestones"] if m["state"] == "fullført")
+            costs_joined = all(
+                s.get("ac_ore") == sum(c["utbetalt_ore"] for c in line_cells
+                                                for f in s["funding"]
+                                                if f["line_id"] == DEMO_LINE_ID and f["phase"] == c["phase"])
+                for s in stages)
+            adjusted = any(s.get("adjustment_required") for s in stages)
+            return reform if done == completed and costs_joined and adjusted else None
+
+        reform = wait_until(settled_with_adjustment, 60, "milepael to evaluate the reform with every milestone and cost")
         for line in summary_lines(reform):
             print(f"  {line}")
 
