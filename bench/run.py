@@ -191,12 +191,6 @@ def main(argv: list[str] | None = None) -> int:
             load_file(broker.bootstrap, scale_settings.topics.budget, events_file, count, prefer=args.loader)
             scale_stack = LocalStack(scale_settings)
             stacks.append(scale_stack)
-            # Two workers starting at once on one SQLite file race in create_all ("table already exists");
-            # create the read model's tables first (the workers' own start-up is not what is measured).
-            from services.budsjett.readmodel import ReadModel
-
-            scale_settings.home.mkdir(parents=True, exist_ok=True)
-            ReadModel(scale_settings.db_url("budsjett")).close()
             progress("budsjett end-to-end, 2 workers")
             second_port = free_port()
             phases["budsjett_2_workers"] = run_to_oracle(

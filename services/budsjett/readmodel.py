@@ -18,7 +18,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
 from services.budsjett.catalogue import CatalogueItem
-from services.shared.db import make_engine
+from services.shared.db import create_tables, make_engine
 
 
 def _big(**kwargs) -> Any:
@@ -170,7 +170,7 @@ class ReadModel:
         self.url = url
         self.engine = make_engine(url)  # SQLite in WAL mode: HTTP reads do not block the batch writer
         self.dialect = self.engine.dialect.name
-        SQLModel.metadata.create_all(self.engine, tables=[m.__table__ for m in _TABLES])
+        create_tables(self.engine, [m.__table__ for m in _TABLES])
 
     def close(self) -> None:
         self.engine.dispose()

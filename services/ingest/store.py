@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from services.ingest.core import KnownEvent
-from services.shared.db import make_engine
+from services.shared.db import create_tables, make_engine
 
 
 def _now() -> datetime:
@@ -56,7 +56,7 @@ class IngestRecord(SQLModel, table=True):
 class IngestStore:
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine, tables=[IngestCredential.__table__, IngestRecord.__table__])
+        create_tables(self.engine, [IngestCredential.__table__, IngestRecord.__table__])
 
     # --- credentials -------------------------------------------------------------
 

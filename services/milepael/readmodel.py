@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, Session, SQLModel, select
 
 from services.milepael.core import StageVerdict, reform_view
-from services.shared.db import make_engine
+from services.shared.db import create_tables, make_engine
 
 
 def _now() -> datetime:
@@ -119,7 +119,7 @@ TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelDecision, Mi
 class ReadModel:
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])
+        create_tables(self.engine, [t.__table__ for t in TABLES])
 
     def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict]) -> None:
         """Upsert the reform's current picture and append its new decisions, baselines and adjustments."""
