@@ -18,7 +18,6 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
