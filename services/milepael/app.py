@@ -16,7 +16,6 @@ import logging
 import os
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -234,7 +233,6 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
     @app.task
     async def follow_totals():
         from aiokafka import AIOKafkaConsumer
-        from aiokafka.structs import TopicPartition
 
         consumer = AIOKafkaConsumer(settings.topics.totals, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",

@@ -9,7 +9,7 @@ the time and the cost tolerance and a `justering` event fires.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from services.shared.contract import make_event
 from services.shared.money import format_ore_readable

@@ -1,5 +1,4 @@
 """The ministry registry is data, and settings come from the environment."""
-from pathlib import Path
 
 from services.shared.config import Settings
 from services.shared.ministries import MinistryRegistry, default_registry
