@@ -231,15 +231,19 @@ def python_ceiling(bootstrap: str, topic: str, partitions: int, count: int, orac
     if measured["returncode"] != 0:
         raise RuntimeError(f"bare consumer failed: {measured['stdout'][-500:]}; see {tmp / 'bare.log'}")
     result = json.loads(measured["stdout"])
-    sums = result.pop("sums")
+    check_sums_against_oracle("bare consumer", result.pop("sums"), oracle)
+    result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+                   "sums_match_oracle": True})
+    return result
+
+
+def check_sums_against_oracle(who: str, sums: dict, oracle: Oracle) -> None:
+    """A ceiling only counts if it really summed every event: its per-line sums must equal the oracle's."""
     wrong = [line for line, totals in oracle.lines.items()
              if any(sums.get(line, {}).get(kind, 0) != getattr(totals, f"{kind}_ore")
                     for kind in ("bevilget", "forpliktet", "utbetalt"))]
     if wrong:
-        raise RuntimeError(f"bare consumer sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
-    result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
-                   "sums_match_oracle": True})
-    return result
+        raise RuntimeError(f"{who} sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
 
 
 def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float, tmp: Path,
@@ -253,12 +257,7 @@ def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, ti
     if measured["returncode"] != 0 or not out.exists():
         raise RuntimeError(f"Faust ceiling failed ({measured['returncode']}); see {tmp / 'faust-ceiling.log'}")
     result = json.loads(out.read_text())
-    sums = result.pop("sums")
-    wrong = [line for line, totals in oracle.lines.items()
-             if any(sums.get(line, {}).get(kind, 0) != getattr(totals, f"{kind}_ore")
-                    for kind in ("bevilget", "forpliktet", "utbetalt"))]
-    if wrong:
-        raise RuntimeError(f"Faust ceiling sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
+    check_sums_against_oracle("Faust ceiling", result.pop("sums"), oracle)
     result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
                    "process_seconds": round(measured["seconds"], 2), "sums_match_oracle": True})
     return result
