@@ -29,6 +29,9 @@ from services.shared.jsonio import dumps_compact
 from services.shared.money import format_ore
 from services.shared.service import (
     add_standard_routes,
+    confirm_deliveries,
+    confirmed_table,
+    finish_before_ack,
     json_response,
     make_app,
     raw_topic,
@@ -161,7 +164,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     budget_topic = raw_topic(app, settings.topics.budget)
     totals_topic = raw_topic(app, settings.topics.totals)
     notifications_topic = raw_topic(app, settings.topics.notifications)
-    ledger = app.Table("ledger", default=None, partitions=settings.partitions)
+    ledger = confirmed_table(app, "ledger", settings.partitions)
     store = TableStore(ledger)
     read_model = ReadModel(settings.db_url(SERVICE))
     state: dict[str, Any] = {"catalogue": Catalogue(), "pending": 0, "catalogue_error": None}
@@ -173,9 +176,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         line_ids.update(key.removeprefix("line:") for key in list(ledger.keys()) if key.startswith("line:"))
     app.budsjett_read_model = read_model  # for tests and tools
 
-    async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], reason_label: str) -> None:
-        await send_dead_letter(app, settings, value, key, reasons, origin=SERVICE)
+    async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], reason_label: str) -> Any:
         metrics.dead_letters.labels(service=SERVICE, reason=reason_label).inc()
+        return await send_dead_letter(app, settings, value, key, reasons, origin=SERVICE)
 
     # A batch into a local SQLite file takes ~25 ms per 1000 events on the loop; in an executor
     # thread it took ~5x longer, the sqlite3 driver handing the GIL back and forth per row while
@@ -188,26 +191,12 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         metrics.read_model_pending.set(len(batch))
         delay_s = 0.1
         while True:
-            if inline_writes:
-                try:
-                    read_model.write(batch)
-                    break
-                except Exception:  # noqa: BLE001 - the rows stay; the stream waits until they are written
-                    log.exception("read model write failed; retrying in %.1f s", delay_s)
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, 5.0)
-                    continue
-            future = asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
             try:
-                await asyncio.shield(future)
+                if inline_writes:
+                    read_model.write(batch)
+                else:
+                    await asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
                 break
-            except asyncio.CancelledError:
-                # Stopping: take_events acks the batch when the generator closes, so let the write finish first.
-                try:
-                    await future
-                except Exception:  # noqa: BLE001
-                    log.exception("read model write failed while stopping; `reformspor replay` restores the rows")
-                raise
             except Exception:  # noqa: BLE001 - the rows stay; the stream waits until they are written
                 log.exception("read model write failed; retrying in %.1f s", delay_s)
                 await asyncio.sleep(delay_s)
@@ -215,67 +204,70 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         state["pending"] = 0
         metrics.read_model_pending.set(0)
 
+    async def apply_batch(events: list[Any]) -> None:
+        """Apply a batch and wait until everything it wrote is durable: only then may its offsets be acked."""
+        batch = Batch()
+        sends: list[Any] = []  # deliveries to confirm, with the table's changelog writes
+        outcomes: Counter_[tuple[str, str]] = Counter_()
+        touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}
+        for event in events:
+            # Table writes go to the partition of the *current event*; with take_events that
+            # is not this one unless we say so (a batch can span partitions).
+            set_current_event(weakref.ref(event))
+            message_in = event.message
+            raw, key = event.value, event.key
+            try:
+                message = core.parse_message(raw)
+            except ContractError as error:
+                outcomes["unknown", "rejected"] += 1
+                sends.append(await dead_letter(raw, key, [str(p) for p in error.problems], "invalid"))
+                continue
+            if key is not None and key.decode("utf-8", "replace") != message.key:
+                # The line's state lives on its key's partition; a wrong key would split it.
+                outcomes[message.kind, "rejected"] += 1
+                sends.append(await dead_letter(
+                    raw, key, [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"], "key_mismatch"))
+                continue
+            outcome = core.process(store, message_in.offset, message, state["catalogue"],
+                                   now=datetime.now(timezone.utc))
+            outcomes[message.kind, outcome.status] += 1
+            if outcome.status in ("conflict", "rejected"):
+                sends.append(await dead_letter(raw, key, outcome.reasons, outcome.status))
+                continue
+            if outcome.status == "duplicate":
+                continue
+            for transfer in outcome.sends:
+                sends.append(await budget_topic.send(key=transfer.line_id.encode(),
+                                                     value=dumps_compact(transfer.to_wire())))
+            for flag in outcome.flags:
+                sends.append(await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag)))
+            if outcome.effect:
+                batch.add(outcome, message, message_in.partition, message_in.offset, raw)
+            line_ids.add(message.key)
+            _, cells = touched.get(message.key, (None, set()))
+            if cells is not None and outcome.touched:
+                cells = cells | outcome.touched
+            else:
+                cells = None  # a redelivery: refresh every cell of the line
+            touched[message.key] = (outcome.line, cells)
+        set_current_event(None)
+        # Totals are a snapshot per line: the batch's last state supersedes the earlier ones.
+        for line_id, (line, cells) in touched.items():
+            sends.append(await totals_topic.send(key=line_id.encode(), value=dumps_compact(core.line_totals(line))))
+            metrics.update_line(line, cells)
+        for (kind, status), count in outcomes.items():
+            metrics.events.labels(type=kind, outcome=status).inc(count)
+        if len(batch):
+            await write_rows(batch)
+        await confirm_deliveries([ledger], sends)
+
     @app.agent(budget_topic, concurrency=1)
     async def apply_events(stream):
-        # take_events acks a batch only when we ask for the next one, so the read-model rows
-        # awaited below are written before their offsets can be committed (the audit trail
-        # never misses an event Faust considers done).
+        # take_events acks a batch when we ask for the next one, and also when this generator is
+        # closed (stop, error). So a batch is applied in a task of its own that a stop does not
+        # interrupt, and an unexpected error ends the process before anything is acked.
         async for events in stream.take_events(max_=BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = Batch()
-            outcomes: Counter_[tuple[str, str]] = Counter_()
-            touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}
-            for event in events:
-                # Table writes go to the partition of the *current event*; with take_events that
-                # is not this one unless we say so (a batch can span partitions).
-                set_current_event(weakref.ref(event))
-                message_in = event.message
-                raw, key = event.value, event.key
-                try:
-                    message = core.parse_message(raw)
-                except ContractError as error:
-                    outcomes["unknown", "rejected"] += 1
-                    await dead_letter(raw, key, [str(p) for p in error.problems], "invalid")
-                    continue
-                if key is not None and key.decode("utf-8", "replace") != message.key:
-                    # The line's state lives on its key's partition; a wrong key would split it.
-                    outcomes[message.kind, "rejected"] += 1
-                    await dead_letter(raw, key,
-                                      [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"],
-                                      "key_mismatch")
-                    continue
-                outcome = core.process(store, message_in.offset, message, state["catalogue"],
-                                       now=datetime.now(timezone.utc))
-                outcomes[message.kind, outcome.status] += 1
-                if outcome.status == "conflict":
-                    await dead_letter(raw, key, outcome.reasons, "conflict")
-                    continue
-                if outcome.status == "rejected":
-                    await dead_letter(raw, key, outcome.reasons, "rejected")
-                    continue
-                if outcome.status == "duplicate":
-                    continue
-                for transfer in outcome.sends:
-                    await budget_topic.send(key=transfer.line_id.encode(), value=dumps_compact(transfer.to_wire()))
-                for flag in outcome.flags:
-                    await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag))
-                if outcome.effect:
-                    batch.add(outcome, message, message_in.partition, message_in.offset, raw)
-                line_ids.add(message.key)
-                _, cells = touched.get(message.key, (None, set()))
-                if cells is not None and outcome.touched:
-                    cells = cells | outcome.touched
-                else:
-                    cells = None  # a redelivery: refresh every cell of the line
-                touched[message.key] = (outcome.line, cells)
-            set_current_event(None)
-            # Totals are a snapshot per line: the batch's last state supersedes the earlier ones.
-            for line_id, (line, cells) in touched.items():
-                await totals_topic.send(key=line_id.encode(), value=dumps_compact(core.line_totals(line)))
-                metrics.update_line(line, cells)
-            for (kind, status), count in outcomes.items():
-                metrics.events.labels(type=kind, outcome=status).inc(count)
-            if len(batch):
-                await write_rows(batch)
+            await finish_before_ack(apply_batch(events), log)
 
     async def load_catalogue() -> None:
         try:

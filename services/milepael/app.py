@@ -23,11 +23,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.milepael import core
 from services.milepael.readmodel import ReadModel
-from services.shared import service as shared_service
 from services.shared.config import Settings
 from services.shared.contract import ContractError, parse_event
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
-from services.shared.service import add_standard_routes, json_response, make_app, raw_topic, run_worker, send_dead_letter
+from services.shared.service import (add_standard_routes, confirm_deliveries, confirmed_table, json_response, make_app,
+                                     raw_topic, run_worker, send_dead_letter, track_consumer_lag)
 from services.shared.topics import ensure_topics
 
 log = logging.getLogger("reformspor.milepael")
@@ -138,7 +138,7 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
     reform_topic = raw_topic(app, settings.topics.reform)
     justering_topic = raw_topic(app, settings.topics.justering)
     ticks_topic = raw_topic(app, ticks_topic_name(settings))
-    reforms = app.Table("milepael-reforms", default=None, partitions=settings.partitions)
+    reforms = confirmed_table(app, "milepael-reforms", settings.partitions)
     totals: dict[str, dict] = {}          # line_id → core.totals_summary(...), rebuilt from the compacted topic
     totals_loaded = asyncio.Event()
     # Reform events and ticks are two agents on one table: one lock keeps each read-modify-write whole.
@@ -148,13 +148,15 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
     app.milepael_readmodel = readmodel
 
     async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], origin: str, reason_label: str) -> None:
-        await send_dead_letter(app, settings, value, key, reasons, origin)
         metrics.dead_letters.labels(service="milepael", reason=reason_label).inc()
+        # Delivered before the input offset can be acked: a rejected event is parked, never lost.
+        await confirm_deliveries([], [await send_dead_letter(app, settings, value, key, reasons, origin)])
 
     async def evaluate_and_publish(reform_id: str, state: dict, previous: dict | None, today: date, now: datetime) -> None:
         new_state, events, verdicts = core.reconcile(state, dict(totals), today, now)
+        sends = []
         for event in events:
-            await justering_topic.send(key=reform_id.encode(), value=dumps_compact(event))
+            sends.append(await justering_topic.send(key=reform_id.encode(), value=dumps_compact(event)))
             metrics.justering.labels(reform=reform_id).inc()
             log.warning("justering %s %s/%s: %s", event["data"]["state"], reform_id, event["data"]["stage_id"],
                         "; ".join(r["message"] for r in event["data"]["reasons"]))
@@ -166,6 +168,8 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
         if events or saved_documents.get(reform_id) != fingerprint:
             await asyncio.to_thread(readmodel.save, new_state, verdicts, events)
             saved_documents[reform_id] = fingerprint
+        # The state and the justering events reach the broker before the input offset is acked.
+        await confirm_deliveries([reforms], sends)
 
     @app.agent(reform_topic, concurrency=1)
     async def reform_events(stream):
@@ -272,12 +276,7 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
         return [] if totals_loaded.is_set() else ["totals topic not loaded yet"]
 
     add_standard_routes(app, metrics.registry, ready_check)
-    track_lag = getattr(shared_service, "track_consumer_lag", None)
-    if track_lag is not None:
-        try:
-            track_lag(app, metrics.registry, "milepael")
-        except TypeError:
-            log.warning("track_consumer_lag has an unexpected signature; consumer lag not tracked")
+    track_consumer_lag(app, metrics.registry, "milepael")
 
     @app.page("/v1/reforms")
     class ReformList(View):

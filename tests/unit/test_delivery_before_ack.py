@@ -1,0 +1,91 @@
+"""A batch's offsets may be acked only when its work is done and the broker has its writes."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from services.shared import service
+
+
+class Exited(BaseException):
+    """Stands in for os._exit in these tests (BaseException: nothing in between may swallow it)."""
+
+
+@pytest.fixture
+def exits(monkeypatch):
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited(code)
+
+    monkeypatch.setattr(service.os, "_exit", fake_exit)
+    return codes
+
+
+class FakeTable:
+    def __init__(self, deliveries):
+        self.unconfirmed = list(deliveries)
+
+    def take_unconfirmed(self):
+        taken, self.unconfirmed = self.unconfirmed, []
+        return taken
+
+
+def test_confirm_waits_for_every_table_write_and_send():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        write, send = loop.create_future(), loop.create_future()
+        table = FakeTable([write])
+        confirming = asyncio.ensure_future(service.confirm_deliveries([table], [send]))
+        loop.call_later(0.01, write.set_result, "written")
+        await asyncio.sleep(0.05)
+        assert not confirming.done(), "returned before the send was acknowledged"
+        send.set_result("sent")
+        await asyncio.wait_for(confirming, 1)
+        assert table.unconfirmed == []
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_write_ends_the_process_before_any_offset_is_committed(exits):
+    async def scenario():
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError("broker gave up"))
+        with pytest.raises(Exited):
+            await service.confirm_deliveries([FakeTable([failed])])
+
+    asyncio.run(scenario())
+    assert exits == [75]
+
+
+def test_a_stop_mid_batch_lets_the_batch_finish_before_the_agent_ends():
+    done: list[str] = []
+
+    async def batch():
+        await asyncio.sleep(0.05)
+        done.append("batch")
+
+    async def scenario():
+        agent = asyncio.ensure_future(service.finish_before_ack(batch(), logging.getLogger("test")))
+        await asyncio.sleep(0.01)
+        agent.cancel()  # what Faust does to an agent on stop
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+        assert done == ["batch"], "the agent ended (and Faust would ack) before the batch was applied"
+
+    asyncio.run(scenario())
+
+
+def test_an_error_in_a_batch_exits_instead_of_letting_faust_ack_it(exits):
+    async def failing_batch():
+        raise ValueError("bug")
+
+    async def scenario():
+        with pytest.raises(Exited):
+            await service.finish_before_ack(failing_batch(), logging.getLogger("test"))
+
+    asyncio.run(scenario())
+    assert exits == [70]
