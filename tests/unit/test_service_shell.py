@@ -1,4 +1,4 @@
-"""A batch's offsets may be acked only when its work is done and the broker has its writes."""
+"""The shared Faust shell: what a batch waits for before its offsets can be acked, and how fast it fetches."""
 from __future__ import annotations
 
 import asyncio
@@ -89,3 +89,18 @@ def test_an_error_in_a_batch_exits_instead_of_letting_faust_ack_it(exits):
 
     asyncio.run(scenario())
     assert exits == [70]
+
+
+def test_the_services_consumer_does_not_let_the_broker_hold_fetches_for_faust_s_1_5_s(tmp_path):
+    """Faust hard-codes fetch_max_wait_ms=1500, which added 0-1.5 s to every event's publish→visible time."""
+    from services.shared.config import Settings
+
+    async def scenario():
+        app = service.make_app("budsjett", Settings(kafka_bootstrap="127.0.0.1:9", home=tmp_path))
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(scenario()) == service.FETCH_MAX_WAIT_MS <= 100
