@@ -7,9 +7,11 @@ servers, and the same /healthz, /readyz and /metrics endpoints.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -28,6 +30,13 @@ from services.shared.jsonio import dumps_compact
 # with nothing new elsewhere the broker held that fetch for 1.5 s, and records arriving behind it
 # waited too: 0-1.5 s of every event's publish-to-visible time. 100 ms costs ~10 empty fetches/s.
 FETCH_MAX_WAIT_MS = 100
+
+# A full collection of the cyclic garbage collector walks every object, and a ledger's state is
+# millions of them: with 100 k events in the table it paused the event loop 0.2-0.4 s every ~2 s,
+# most of the p99 of publish-to-visible. Survivors are frozen (never scanned again) every second;
+# once an hour everything is unfrozen so cycles that died after being frozen are reclaimed.
+GC_FREEZE_INTERVAL_S = 1.0
+GC_FULL_COLLECTION_INTERVAL_S = 3600.0
 
 DEAD_LETTER_REASON_HEADER = "reformspor-reason"
 DEAD_LETTER_SOURCE_HEADER = "reformspor-source"
@@ -84,7 +93,31 @@ def make_app(service: str, settings: Settings, web_port: int | None = None, **ov
         root.handlers[:] = [h for h in root.handlers if not isinstance(h, SpinnerHandler)]
         root.setLevel(level_number(settings.log_level))
 
+    keep_gc_pauses_short(app)
     return app
+
+
+def keep_gc_pauses_short(app: faust.App) -> None:
+    """Freeze long-lived objects each second so the garbage collector's pauses stay short."""
+    last_full_s = [time.monotonic()]
+
+    @app.timer(interval=GC_FREEZE_INTERVAL_S)
+    async def _freeze_survivors() -> None:
+        freeze_survivors(last_full_s, app.log)
+
+
+def freeze_survivors(last_full_s: list[float], logger: Any) -> None:
+    """Collect the young generations, then freeze what survives; hourly, unfreeze and collect all."""
+    now_s = time.monotonic()
+    if now_s - last_full_s[0] >= GC_FULL_COLLECTION_INTERVAL_S:
+        last_full_s[0] = now_s
+        gc.unfreeze()
+        started_s = time.perf_counter()
+        collected = gc.collect()
+        logger.info("hourly full garbage collection: %d objects, %.2f s", collected, time.perf_counter() - started_s)
+    else:
+        gc.collect(1)  # the young generations' cycles die here instead of being frozen
+    gc.freeze()
 
 
 class ConfirmedTable(faust.Table):
