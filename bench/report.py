@@ -63,11 +63,17 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                               _num(latency["achieved_send_rate_per_s"]), "–", "–",
                               f"p50 {_num(summary['p50_ms'])} ms, p99 {_num(summary['p99_ms'])} ms, "
                               f"max {_num(summary['max_ms'])} ms ({summary['visible']}/{summary['events']} seen)"))
+    if (milepael := phases.get("milepael")):
+        table.append((f"milepael: {milepael['reforms']} reforms evaluated beside budsjett", "–", "–", "–",
+                      f"{_num(milepael['events'])} events in {_num(milepael['seconds'], 1)} s, "
+                      f"{_num(milepael['cpu_s'], 1)} CPU s; peak RSS {_num(milepael['peak_rss_mb'])} MB"))
     if (ingest := phases.get("ingest")):
         for key, label in (("single", "ingest HTTP, single POSTs"), ("batch_100", "ingest HTTP, 100-event batches")):
             if (run := ingest.get(key)):
                 table.append((f"{label} ×{run['concurrency']} clients", _num(run["events_per_s"]), "–", "–",
-                              f"p50 {_num(run['p50_ms'])} ms, p99 {_num(run['p99_ms'])} ms; statuses {run['statuses']}"))
+                              f"p50 {_num(run['p50_ms'])} ms, p99 {_num(run['p99_ms'])} ms; statuses {run['statuses']}"
+                              + (f"; ingest peak RSS {_num(ingest['peak_rss_mb'])} MB"
+                                 if key == "batch_100" and ingest.get("peak_rss_mb") else "")))
     if (replay := phases.get("replay")):
         table.append(("replay (rebuild all totals from the log)", _num(replay.get("events_per_s")),
                       _num(replay.get("cpu_s_per_million"), 1), _ratio(replay.get("events_per_s"), ceiling),

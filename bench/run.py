@@ -36,7 +36,7 @@ from services.shared.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
 FAUST_BATCH = 1000  # budsjett's take_events batch size (services/budsjett/app.py BATCH_MAX)
-ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "replay", "scale", "ingest")
+ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "milepael", "replay", "scale", "ingest")
 
 
 def progress(message: str) -> None:
@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"budsjett: {phases['budsjett_1_worker']['events_per_s']:.0f} events/s")
             if budsjett_ready and "latency" in args.phases:
                 phases["latency"] = latency_phase(main_settings, args)
+            if "milepael" in args.phases:
+                from bench.milepael_bench import run_milepael
+
+                progress("milepael: one staged reform per line, beside the running budsjett")
+                phases["milepael"] = run_milepael(main_stack, sorted(oracle.lines), args.timeout_s)
             pid = main_stack.pid_file("budsjett").running_pid()
             phases["budsjett_1_worker"]["peak_rss_mb_after_latency"] = round(peak_rss_mb(pid) or 0, 1) if pid else None
             main_stack.stop_service("budsjett")

@@ -116,3 +116,24 @@ def test_budsjett_is_reported_against_both_the_python_and_the_faust_ceiling():
     assert "| 2 000 |" in faust_row and "| 20 % |" in faust_row
     budsjett_row = next(line for line in text.splitlines() if line.startswith("| budsjett end-to-end, 1 worker"))
     assert "| 10 % |" in budsjett_row and "50 % of the Faust ceiling" in budsjett_row
+
+
+def test_each_line_gets_its_own_reform_and_every_completed_milestone_is_waited_for():
+    from datetime import datetime, timezone
+
+    from bench.milepael_bench import reform_events_for
+
+    events, completed = reform_events_for(["l1", "l2"], datetime(2026, 11, 28, 12, tzinfo=timezone.utc))
+    assert len(completed) == 2 and all(count > 0 for count in completed.values())
+    assert len({e["id"] for e in events}) == len(events), "two reforms must not share event ids"
+    for event in events:
+        parse_event(event)  # every event passes the contract
+
+
+def test_every_services_peak_memory_is_in_the_table():
+    text = table({"events": 10, "phases": {
+        "milepael": {"reforms": 51, "events": 900, "seconds": 4.2, "cpu_s": 3.0, "peak_rss_mb": 91.0},
+        "ingest": {"peak_rss_mb": 77.0, "batch_100": {"concurrency": 4, "events_per_s": 1.0, "p50_ms": 1,
+                                                      "p99_ms": 2, "statuses": {"202": 1}}}}, "skipped": {}})
+    assert "milepael: 51 reforms" in text and "peak RSS 91 MB" in text
+    assert "ingest peak RSS 77 MB" in text
