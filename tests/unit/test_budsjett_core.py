@@ -367,3 +367,36 @@ def test_every_partial_write_of_every_message_in_a_mixed_log_recovers_exactly():
                     log.extend(outcome.sends)
                 offset += 1
             assert totals(store) == totals(expected), (crash_at, allowed)
+
+
+def _run_through(store_for, events):
+    """run_log's loop (sends appended to the log) with the store the worker and replay use."""
+    raw: dict = {}
+    store = store_for(raw)
+    log, outcomes = list(events), []
+    for offset, message in enumerate(log):
+        outcome = core.process(store, offset, message)
+        outcomes.append((outcome.status, outcome.reasons, [s.id for s in outcome.sends], outcome.flags))
+        if outcome.status == "applied":
+            log.extend(outcome.sends)
+    return raw, outcomes
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_logs())
+def test_the_compact_store_decides_exactly_as_a_plain_one_and_keeps_records_as_text(events):
+    plain, plain_outcomes = _run_through(lambda raw: raw, events)
+    compact, compact_outcomes = _run_through(core.CompactStore, events)
+    assert compact_outcomes == plain_outcomes
+    assert totals(compact) == totals(plain)
+    assert core.lines_in(compact) == core.lines_in(plain)
+    assert all(isinstance(value, str) for key, value in compact.items() if not key.startswith("line:"))
+
+
+def test_the_compact_store_reads_records_an_older_worker_wrote_as_objects():
+    events = [bevilget("b1", "0-24", "BFD", "utredning", "100.00"), korrigert("k1", "0-24", "BFD", "b1")]
+    old, _ = core.run_log(events[:1])  # plain dict records, as changelogs before CompactStore hold
+    store = core.CompactStore(old)
+    outcome = core.process(store, 1, events[1])
+    assert outcome.status == "applied"
+    assert core.sum_amounts(totals(old)["0-24"])["bevilget_ore"] == 0  # the correction found the original
