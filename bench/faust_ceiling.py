@@ -23,7 +23,7 @@ from pathlib import Path
 from services.shared.config import Settings
 from services.shared.money import parse_nok_to_ore
 from services.shared.processes import free_port
-from services.shared.service import make_app, raw_topic, run_worker
+from services.shared.service import make_app, raw_topic, run_worker, take_batches
 
 
 def _cpu_s() -> float:
@@ -41,7 +41,7 @@ def build(settings: Settings, topic: str, events: int, out: Path, batch: int | N
             async for value in stream:
                 yield value
         else:  # as budsjett consumes: batches of events, acked when the next batch is asked for
-            async for taken in stream.take_events(max_=batch, within=0.1):
+            async for taken in take_batches(stream, batch, 0.1):
                 for event in taken:
                     yield event.value
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True, help="the full topic name to read")
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--batch", type=int, help="consume with stream.take_events(BATCH), as budsjett does")
+    parser.add_argument("--batch", type=int, help="consume in batches of BATCH (take_batches), as budsjett does")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)  # Faust creates its data dir, not the parents

@@ -40,7 +40,7 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                       f"{_num(faust['seconds'], 1)} s after {_num(faust['seconds_incl_startup'] - faust['seconds'], 1)} s "
                       f"start-up; peak RSS {_num(faust.get('peak_rss_mb'))} MB"))
     if (batched := phases.get("faust_ceiling_batched")):
-        table.append(("Faust ceiling, take_events batches", _num(batched["events_per_s"]),
+        table.append(("Faust ceiling, batches as budsjett", _num(batched["events_per_s"]),
                       _num(batched["cpu_s_per_million"], 1), _ratio(batched["events_per_s"], ceiling),
                       f"{_num(batched['seconds'], 1)} s; peak RSS {_num(batched.get('peak_rss_mb'))} MB"))
     for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),

@@ -35,7 +35,7 @@ from services.shared.processes import free_port  # noqa: E402
 from services.shared.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
-FAUST_BATCH = 1000  # budsjett's take_events batch size (services/budsjett/app.py BATCH_MAX)
+FAUST_BATCH = 1000  # budsjett's batch size (services/budsjett/app.py BATCH_MAX)
 ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "milepael", "replay", "scale", "ingest")
 
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             progress("Faust ceiling: a bare Faust agent (parse JSON, sum amounts, no table)")
             phases["faust_ceiling"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp)
             progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s; "
-                     f"now with take_events batches as budsjett uses")
+                     f"now in batches as budsjett consumes")
             phases["faust_ceiling_batched"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp,
                                                             batch=FAUST_BATCH)
             progress(f"Faust ceiling, batched: {phases['faust_ceiling_batched']['events_per_s']:.0f} events/s")

@@ -37,6 +37,7 @@ from services.shared.service import (
     raw_topic,
     run_worker,
     send_dead_letter,
+    take_batches,
     track_consumer_lag,
 )
 
@@ -141,19 +142,6 @@ def set_current_event(ref: Any) -> None:
     _current_event.set(ref)
 
 
-class TableStore:
-    """The Faust table seen as the core's key-value store."""
-
-    def __init__(self, table: faust.Table):
-        self.table = table
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.table.get(key, default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key] = value
-
-
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     # JSON keys and values for the table's changelog (topics here are raw bytes, set per topic).
     app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json",
@@ -165,7 +153,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     totals_topic = raw_topic(app, settings.topics.totals)
     notifications_topic = raw_topic(app, settings.topics.notifications)
     ledger = confirmed_table(app, "ledger", settings.partitions)
-    store = TableStore(ledger)
+    store = core.CompactStore(ledger)
     read_model = ReadModel(settings.db_url(SERVICE))
     state: dict[str, Any] = {"catalogue": Catalogue(), "pending": 0, "catalogue_error": None}
     # The table holds an id:* key per event; HTTP and gauges need only the lines.
@@ -211,7 +199,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         outcomes: Counter_[tuple[str, str]] = Counter_()
         touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}
         for event in events:
-            # Table writes go to the partition of the *current event*; with take_events that
+            # Table writes go to the partition of the *current event*; in a batch that
             # is not this one unless we say so (a batch can span partitions).
             set_current_event(weakref.ref(event))
             message_in = event.message
@@ -263,10 +251,10 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     @app.agent(budget_topic, concurrency=1)
     async def apply_events(stream):
-        # take_events acks a batch when we ask for the next one, and also when this generator is
-        # closed (stop, error). So a batch is applied in a task of its own that a stop does not
-        # interrupt, and an unexpected error ends the process before anything is acked.
-        async for events in stream.take_events(max_=BATCH_MAX, within=BATCH_WITHIN_S):
+        # A batch is acked when we ask for the next one, never on a stop or an error. It is applied
+        # in a task of its own that a stop does not interrupt, and an unexpected error ends the
+        # process before anything is acked.
+        async for events in take_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
             await finish_before_ack(apply_batch(events), log)
 
     async def load_catalogue() -> None:

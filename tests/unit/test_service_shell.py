@@ -135,3 +135,88 @@ def test_long_lived_state_is_frozen_out_of_the_collectors_scans_and_reclaimed_ho
         assert gc.get_freeze_count() >= len(state)
     finally:
         gc.unfreeze()
+
+
+class FakeStream:
+    """What take_batches uses of a Faust stream: processors, a passive reader, acks."""
+
+    def __init__(self, values, arrival_gap_s=0.0):
+        self.values, self.arrival_gap_s = values, arrival_gap_s
+        self._processors, self.acked = [], []
+        self.enable_acks, self.should_stop, self.current_event = True, False, None
+        self.channel = self
+        self.reader = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        raise StopAsyncIteration
+
+    def add_processor(self, processor):
+        self._processors.append(processor)
+
+    def _enable_passive(self, channel):
+        async def read():
+            for value in self.values:
+                await asyncio.sleep(self.arrival_gap_s)
+                self.current_event = value
+                for processor in self._processors:
+                    await processor(value)
+        self.reader = asyncio.ensure_future(read())
+
+    async def wait(self, event):
+        await event.wait()
+
+    async def wait_for_stopped(self, event, timeout):
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.should_stop
+
+    async def ack(self, event):
+        self.acked.append(event)
+
+
+def test_events_arriving_while_a_batch_is_applied_are_not_acked_with_it():
+    """faust's take_events acked (and dropped) such events: offsets committed, effects never applied."""
+    async def scenario():
+        stream = FakeStream(list(range(40)), arrival_gap_s=0.001)
+        seen, acked_when_asked = [], []
+        batches = service.take_batches(stream, 10, 0.005)
+        async for batch in batches:
+            acked_when_asked.append(list(stream.acked))
+            await asyncio.sleep(0.02)  # applying the batch; more events arrive meanwhile
+            seen.extend(batch)
+            if len(seen) == 40:
+                break
+        await batches.aclose()
+        stream.reader.cancel()
+        return seen, acked_when_asked, stream
+
+    seen, acked_when_asked, stream = asyncio.run(scenario())
+    assert seen == list(range(40)), "every event handed out once, in order"
+    for acked in acked_when_asked:
+        assert acked == seen[:len(acked)], "only events of batches already handed out and applied are acked"
+    assert stream.acked == seen[:len(stream.acked)] and len(stream.acked) < 40, \
+        "the last batch was not asked past, so it must not be acked (it is read again after a restart)"
+    assert stream.enable_acks is True and stream._processors == []
+
+
+def test_a_batch_never_holds_more_than_its_maximum():
+    async def scenario():
+        stream = FakeStream(list(range(35)))
+        sizes = []
+        batches = service.take_batches(stream, 10, 0.005)
+        async for batch in batches:
+            sizes.append(len(batch))
+            await asyncio.sleep(0.01)
+            if sum(sizes) == 35:
+                break
+        await batches.aclose()
+        stream.reader.cancel()
+        return sizes
+
+    sizes = asyncio.run(scenario())
+    assert sum(sizes) == 35 and max(sizes) <= 10
