@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from datetime import datetime, timezone
 
+from bench.http_probe import get_json
 from bench.procstat import cpu_seconds, peak_rss_mb
 from services.shared.contract import parse_event
 from services.shared.processes import wait_until
 from services.shared.stack import LocalStack
-
-
-def _get_json(url: str) -> dict:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
-        return {}
 
 
 def reform_events_for(line_ids: list[str], now: datetime) -> tuple[list[dict], dict[str, int]]:
@@ -65,7 +57,7 @@ def run_milepael(stack: LocalStack, line_ids: list[str], timeout_s: float) -> di
 
     def all_evaluated() -> bool:
         for reform_id, milestones_done in completed.items():
-            reform = _get_json(f"{base_url}/v1/reforms/{reform_id}")
+            reform = get_json(f"{base_url}/v1/reforms/{reform_id}") or {}  # None: not known yet
             done = sum(1 for stage in reform.get("stages", []) for m in stage.get("milestones", [])
                        if m.get("state") == "fullført")
             if done < milestones_done:

@@ -130,6 +130,7 @@ class RowWriter:
 def _apply_records(records, partition: int, store: dict[str, Any], writer: RowWriter, result: PartitionResult,
                    catalogue: Catalogue | None) -> None:
     counts = result.counts
+    compact = core.CompactStore(store)
     for offset, key, value in records:
         result.seen += 1
         try:
@@ -141,7 +142,7 @@ def _apply_records(records, partition: int, store: dict[str, Any], writer: RowWr
         if key is not None and key.decode("utf-8", "replace") != message.key:
             counts["key_mismatch"] = counts.get("key_mismatch", 0) + 1
             continue
-        outcome = core.process(core.CompactStore(store), offset, message, catalogue)
+        outcome = core.process(compact, offset, message, catalogue)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         if outcome.status in ("applied", "redelivered") and outcome.effect:
             writer.add(outcome, message, partition, offset, value)
