@@ -140,7 +140,9 @@ async def run_latency(bootstrap: str, topic: str, base_urls: list[str], partitio
                 async with session.get(f"{base_url}/metrics") as response:
                     text = await response.text()
                 at = time.perf_counter()
-                samples = parse_metrics(text)
+                # Parse only the rows of our series: the generator shares the machine with the worker.
+                samples = parse_metrics("\n".join(row for row in text.splitlines()
+                                                  if metric_name_part in row and latency_row(row)))
                 for line in lines:
                     amount = metric_line_amount(samples, metric_name_part, line)
                     if amount is not None:
@@ -148,6 +150,11 @@ async def run_latency(bootstrap: str, topic: str, base_urls: list[str], partitio
             except (aiohttp.ClientError, ValueError):
                 pass
             await asyncio.sleep(metrics_poll_interval_s)
+
+    quoted_lines = [f'"{line}"' for line in lines]
+
+    def latency_row(row: str) -> bool:
+        return any(quoted in row for quoted in quoted_lines)
 
     metric_scale = 100 if metric_name_part and metric_name_part.endswith("nok") else 1
 

@@ -25,6 +25,7 @@ from services.budsjett.catalogue import Catalogue
 from services.budsjett.readmodel import Batch, ReadModel
 from services.shared.config import Settings
 from services.shared.contract import BUDGET_KINDS, ContractError
+from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import dumps_compact
 from services.shared.money import format_ore
 from services.shared.service import (
@@ -53,23 +54,23 @@ CATALOGUE_REFRESH_S = 10.0
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry):
-        cell_labels = ["line", "ministry", "phase"]
+    def __init__(self, registry: CollectorRegistry, gauges: GaugeFamilies):
+        # Per-line series are many (lines x cells x 7): fast gauges. The rest stay in the registry.
+        cell_labels = ("line", "ministry", "phase")
         self.amounts = {
-            name: Gauge(f"reformspor_budsjett_{name}", f"{name.removesuffix('_ore')} per line, ministry and phase, in øre",
-                        cell_labels, registry=registry)
+            name: gauges.gauge(f"reformspor_budsjett_{name}",
+                               f"{name.removesuffix('_ore')} per line, ministry and phase, in øre", cell_labels)
             for name in core.TOTAL_FIELDS
         }
-        self.overcommitted = Gauge("reformspor_budsjett_overcommitted",
-                                   "1 when commitments plus payments exceed the money available", cell_labels,
-                                   registry=registry)
-        self.overspent = Gauge("reformspor_budsjett_overspent",
-                               "1 when payments exceed the money available (not for overslagsbevilgning)",
-                               cell_labels, registry=registry)
+        self.overcommitted = gauges.gauge("reformspor_budsjett_overcommitted",
+                                          "1 when commitments plus payments exceed the money available", cell_labels)
+        self.overspent = gauges.gauge("reformspor_budsjett_overspent",
+                                      "1 when payments exceed the money available (not for overslagsbevilgning)",
+                                      cell_labels)
+        self.last_event = gauges.gauge("reformspor_budsjett_last_event_timestamp_seconds",
+                                       "Event time of the newest event applied to a line", ("line",))
         self.events = Counter("reformspor_budsjett_events", "Budget events by type and outcome",
                               ["type", "outcome"], registry=registry)
-        self.last_event = Gauge("reformspor_budsjett_last_event_timestamp_seconds",
-                                "Event time of the newest event applied to a line", ["line"], registry=registry)
         self.dead_letters = Counter("reformspor_dead_letters", "Messages sent to the dead-letter topic",
                                     ["service", "reason"], registry=registry)
         self.read_model_pending = Gauge("reformspor_budsjett_read_model_pending_rows",
@@ -84,15 +85,15 @@ class Metrics:
             ministry, phase = key.split("|")
             if cells is not None and (ministry, phase) not in cells:
                 continue
-            labels = dict(line=line_id, ministry=ministry, phase=phase)
+            labels = (line_id, ministry, phase)
             for name in core.AMOUNT_FIELDS:
-                self.amounts[name].labels(**labels).set(cell[name])
-            self.amounts["disponibelt_ore"].labels(**labels).set(core.disponibelt(cell))
-            self.overcommitted.labels(**labels).set(1 if cell["overcommitted"] else 0)
-            self.overspent.labels(**labels).set(1 if cell["overspent"] else 0)
+                self.amounts[name].set(labels, cell[name])
+            self.amounts["disponibelt_ore"].set(labels, core.disponibelt(cell))
+            self.overcommitted.set(labels, 1 if cell["overcommitted"] else 0)
+            self.overspent.set(labels, 1 if cell["overspent"] else 0)
         if line["last_event_time"]:
             moment = datetime.fromisoformat(line["last_event_time"].replace("Z", "+00:00"))
-            self.last_event.labels(line=line_id).set(moment.timestamp())
+            self.last_event.set((line_id,), moment.timestamp())
 
 
 def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +148,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json",
                    producer_linger=PRODUCER_LINGER_S, producer_max_batch_size=PRODUCER_BATCH_BYTES)
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    gauges = GaugeFamilies()
+    metrics = Metrics(registry, gauges)
     track_consumer_lag(app, registry, SERVICE)
     budget_topic = raw_topic(app, settings.topics.budget)
     totals_topic = raw_topic(app, settings.topics.totals)
@@ -336,7 +338,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             return json_response(self, {"lines": len(lines()), "catalogue": catalogue_status(),
                                         "read_model_pending_rows": state["pending"]})
 
-    add_standard_routes(app, registry)
+    add_standard_routes(app, registry, gauges=gauges)
     return app
 
 

@@ -23,6 +23,7 @@ from mode.utils.logging import level_number
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from services.shared.config import Settings
+from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import dumps_compact
 
 # How long the broker may hold a fetch that finds no new records. Faust hard-codes 1.5 s. While a
@@ -282,8 +283,9 @@ def json_response(view: View, payload: Any, status: int = 200, content_type: str
     return view.bytes(dumps_compact(payload), content_type=content_type, status=status)
 
 
-def add_standard_routes(app: faust.App, registry: CollectorRegistry, ready_check=None) -> None:
-    """/healthz (process alive), /readyz (Kafka reachable, partitions assigned), /metrics."""
+def add_standard_routes(app: faust.App, registry: CollectorRegistry, ready_check=None,
+                        gauges: GaugeFamilies | None = None) -> None:
+    """/healthz (process alive), /readyz (Kafka reachable, partitions assigned), /metrics (the registry, then `gauges`)."""
 
     @app.page("/healthz")
     class Healthz(View):
@@ -306,7 +308,10 @@ def add_standard_routes(app: faust.App, registry: CollectorRegistry, ready_check
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+            body = generate_latest(registry)
+            if gauges is not None:
+                body += gauges.render()
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:
