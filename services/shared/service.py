@@ -181,11 +181,20 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     skipped offsets in the kill -9 test). Here a batch is a snapshot, exactly its events are
     acked, and what arrived meanwhile is the next batch. A batch is never acked if the
     caller does not ask for the next one (a stop or an error): it is read again after a restart.
+
+    A batch is handed out when it is full or when its oldest event has waited `within_s`
+    (a producer's linger), not `within_s` after it was asked for as in take_events: events
+    that arrived while the last batch was applied have waited already, so under steady load
+    batches follow each other with no pause, and no event waits more than `within_s` for
+    batch-mates.
     """
+    loop = asyncio.get_running_loop()
     pending: list[Any] = []  # events in arrival order, not yet acked
+    arrived_at: list[float] = []  # loop time each pending event arrived
     room = asyncio.Event()  # back-pressure: the stream stops reading while `pending` is full
     room.set()
     full = asyncio.Event()
+    some = asyncio.Event()  # set while anything is pending
 
     async def collect(value: Any) -> Any:
         event = stream.current_event
@@ -195,6 +204,8 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
             room.clear()
             await stream.wait(room)
         pending.append(event)
+        arrived_at.append(loop.time())
+        some.set()
         if len(pending) >= max_events:
             full.set()
         return value
@@ -205,18 +216,24 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     stream._enable_passive(aiter(stream.channel))  # as take_events does: the stream runs in the background
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=within_s)
             if not pending:
+                await stream.wait_for_stopped(some, timeout=within_s)
+                continue
+            lingered_s = loop.time() - arrived_at[0]
+            if len(pending) < max_events and lingered_s < within_s:
+                await stream.wait_for_stopped(full, timeout=within_s - lingered_s)
                 continue
             batch = pending[:max_events]
             full.clear()
             yield batch
-            del pending[:len(batch)]
+            del pending[:len(batch)], arrived_at[:len(batch)]
             for event in batch:
                 await stream.ack(event)
             room.set()
             if len(pending) >= max_events:
                 full.set()
+            if not pending:
+                some.clear()
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(collect)

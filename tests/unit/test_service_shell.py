@@ -220,3 +220,26 @@ def test_a_batch_never_holds_more_than_its_maximum():
 
     sizes = asyncio.run(scenario())
     assert sum(sizes) == 35 and max(sizes) <= 10
+
+
+def test_a_batch_waits_for_batch_mates_at_most_within_s_counted_from_its_oldest_event():
+    within_s = 0.5
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        stream = FakeStream(list(range(80)), arrival_gap_s=0.01)  # arrivals over ~0.8 s
+        batches = service.take_batches(stream, 1000, within_s)
+        first = await batches.__anext__()
+        await asyncio.sleep(0.7)  # applying the first batch while the rest arrives
+        asked_at = loop.time()
+        second = await batches.__anext__()
+        waited_s = loop.time() - asked_at
+        await batches.aclose()
+        stream.reader.cancel()
+        return first, second, waited_s
+
+    first, second, waited_s = asyncio.run(scenario())
+    assert 1 < len(first) < 80, "the first batch gathered events that arrived within its linger, not one alone"
+    assert first + second == list(range(80))
+    # Its events had waited longer than within_s already; take_events would wait within_s again.
+    assert waited_s < within_s / 2
