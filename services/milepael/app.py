@@ -19,12 +19,13 @@ from pathlib import Path
 
 import faust
 from faust.web import Request, Response, View
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 from services.milepael import core
 from services.milepael.readmodel import ReadModel
 from services.shared.config import Settings
 from services.shared.contract import ContractError, parse_event
+from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
 from services.shared.service import (add_standard_routes, confirm_deliveries, confirmed_table, json_response, make_app,
                                      raw_topic, run_worker, send_dead_letter, track_consumer_lag)
@@ -70,53 +71,55 @@ class Clock:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        stage = ["reform", "stage"]
-        self.status = Gauge("reformspor_reform_stage_status", "1 for the stage's current status, 0 for the others",
-                            stage + ["status"], registry=r)
-        self.spi = Gauge("reformspor_reform_stage_spi", "Schedule performance index EV/PV", stage, registry=r)
-        self.spi_t = Gauge("reformspor_reform_stage_spi_t", "Earned Schedule SPI(t) = ES/AT", stage, registry=r)
-        self.cpi = Gauge("reformspor_reform_stage_cpi", "Cost performance index EV/AC", stage, registry=r)
-        self.schedule_variance = Gauge("reformspor_reform_stage_schedule_variance_days",
-                                       "Forecast finish minus planned finish, days (positive = late)", stage, registry=r)
-        self.cost_variance = Gauge("reformspor_reform_stage_cost_variance_ore",
-                                   "Estimate at completion minus budget at completion, øre", stage, registry=r)
-        self.ev = Gauge("reformspor_reform_stage_earned_value_ore", "Earned value, øre", stage, registry=r)
-        self.pv = Gauge("reformspor_reform_stage_planned_value_ore", "Planned value, øre", stage, registry=r)
-        self.ac = Gauge("reformspor_reform_stage_actual_cost_ore", "Actual cost (utbetalt on the stage's funding), øre",
-                        stage, registry=r)
-        self.adjustment = Gauge("reformspor_reform_stage_adjustment_required",
-                                "1 while the stage needs adjustment (forecast outside tolerance or gate criterion failing)",
-                                stage, registry=r)
-        self.forecast_finish = Gauge("reformspor_reform_stage_forecast_finish_timestamp_seconds",
-                                     "Forecast finish (Earned Schedule), Unix time", stage, registry=r)
-        self.planned_finish = Gauge("reformspor_reform_stage_planned_finish_timestamp_seconds",
-                                    "Planned finish of the current baseline, Unix time", stage, registry=r)
-        self.tolerance = Gauge("reformspor_reform_stage_tolerance_level",
-                               "Forecast against tolerance: 0 ok, 1 warning, 2 critical", stage + ["dimension"], registry=r)
+        # Per-stage series are many (reforms x stages x ~20): fast gauges, as budsjett's per-line ones.
+        self.gauges = GaugeFamilies()
+        g = self.gauges.gauge
+        stage = ("reform", "stage")
+        self.status = g("reformspor_reform_stage_status", "1 for the stage's current status, 0 for the others",
+                        stage + ("status",))
+        self.spi = g("reformspor_reform_stage_spi", "Schedule performance index EV/PV", stage)
+        self.spi_t = g("reformspor_reform_stage_spi_t", "Earned Schedule SPI(t) = ES/AT", stage)
+        self.cpi = g("reformspor_reform_stage_cpi", "Cost performance index EV/AC", stage)
+        self.schedule_variance = g("reformspor_reform_stage_schedule_variance_days",
+                                   "Forecast finish minus planned finish, days (positive = late)", stage)
+        self.cost_variance = g("reformspor_reform_stage_cost_variance_ore",
+                               "Estimate at completion minus budget at completion, øre", stage)
+        self.ev = g("reformspor_reform_stage_earned_value_ore", "Earned value, øre", stage)
+        self.pv = g("reformspor_reform_stage_planned_value_ore", "Planned value, øre", stage)
+        self.ac = g("reformspor_reform_stage_actual_cost_ore", "Actual cost (utbetalt on the stage's funding), øre",
+                    stage)
+        self.adjustment = g("reformspor_reform_stage_adjustment_required",
+                            "1 while the stage needs adjustment (forecast outside tolerance or gate criterion failing)",
+                            stage)
+        self.forecast_finish = g("reformspor_reform_stage_forecast_finish_timestamp_seconds",
+                                 "Forecast finish (Earned Schedule), Unix time", stage)
+        self.planned_finish = g("reformspor_reform_stage_planned_finish_timestamp_seconds",
+                                "Planned finish of the current baseline, Unix time", stage)
+        self.tolerance = g("reformspor_reform_stage_tolerance_level",
+                           "Forecast against tolerance: 0 ok, 1 warning, 2 critical", stage + ("dimension",))
         self.justering = Counter("reformspor_reform_justering_events_total", "justering events emitted", ["reform"],
-                                 registry=r)
+                                 registry=self.registry)
         self.dead_letters = Counter("reformspor_dead_letters_total", "Messages sent to the dead-letter topic",
-                                    ["service", "reason"], registry=r)
+                                    ["service", "reason"], registry=self.registry)
 
     def observe(self, reform_id: str, verdicts: dict[str, core.StageVerdict]) -> None:
         for stage_id, v in verdicts.items():
-            labels = {"reform": reform_id, "stage": stage_id}
+            labels = (reform_id, stage_id)
             for status in core.STATUSES:
-                self.status.labels(status=status, **labels).set(1 if v.status == status else 0)
+                self.status.set(labels + (status,), 1 if v.status == status else 0)
             for gauge, value in ((self.spi, v.spi), (self.spi_t, v.spi_t), (self.cpi, v.cpi)):
                 # Undefined ratios (no PV, no AC yet) are NaN: absent data, not a bad number.
-                gauge.labels(**labels).set(float(value) if value is not None else float("nan"))
-            self.schedule_variance.labels(**labels).set(v.schedule_variance_days)
-            self.cost_variance.labels(**labels).set(v.cost_variance_ore)
-            self.ev.labels(**labels).set(v.ev_ore)
-            self.pv.labels(**labels).set(v.pv_ore)
-            self.ac.labels(**labels).set(v.ac_ore)
-            self.adjustment.labels(**labels).set(1 if v.adjustment_required else 0)
-            self.forecast_finish.labels(**labels).set(_timestamp(v.forecast_finish))
-            self.planned_finish.labels(**labels).set(_timestamp(v.planned_finish))
-            self.tolerance.labels(dimension="time", **labels).set(v.time_level)
-            self.tolerance.labels(dimension="cost", **labels).set(v.cost_level)
+                gauge.set(labels, float(value) if value is not None else float("nan"))
+            self.schedule_variance.set(labels, v.schedule_variance_days)
+            self.cost_variance.set(labels, v.cost_variance_ore)
+            self.ev.set(labels, v.ev_ore)
+            self.pv.set(labels, v.pv_ore)
+            self.ac.set(labels, v.ac_ore)
+            self.adjustment.set(labels, 1 if v.adjustment_required else 0)
+            self.forecast_finish.set(labels, _timestamp(v.forecast_finish))
+            self.planned_finish.set(labels, _timestamp(v.planned_finish))
+            self.tolerance.set(labels + ("time",), v.time_level)
+            self.tolerance.set(labels + ("cost",), v.cost_level)
 
 
 def _timestamp(day: date) -> float:
@@ -275,7 +278,7 @@ def create_app(settings: Settings, web_port: int | None = None, clock: Clock | N
     async def ready_check() -> list[str]:
         return [] if totals_loaded.is_set() else ["totals topic not loaded yet"]
 
-    add_standard_routes(app, metrics.registry, ready_check)
+    add_standard_routes(app, metrics.registry, ready_check, gauges=metrics.gauges)
     track_consumer_lag(app, metrics.registry, "milepael")
 
     @app.page("/v1/reforms")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.milepael import core
 from services.milepael.app import Clock, Metrics
@@ -25,7 +26,7 @@ def test_metrics_are_labelled_by_reform_and_stage_only():
     _, _, verdicts = core.reconcile(state, {}, date(2026, 3, 2), datetime(2026, 3, 2, tzinfo=timezone.utc))
     metrics = Metrics()
     metrics.observe("R1", verdicts)
-    families = {f.name: f for f in metrics.registry.collect()}
+    families = {f.name: f for f in text_string_to_metric_families(metrics.gauges.render().decode())}
     for name in STAGE_GAUGES:
         [sample] = families[name].samples
         assert sample.labels == {"reform": "R1", "stage": "s1"}, name
