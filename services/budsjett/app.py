@@ -196,7 +196,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     async def apply_batch(events: list[Any]) -> None:
         """Apply a batch and wait until everything it wrote is durable: only then may its offsets be acked."""
-        batch = Batch()
+        batch = read_model.new_batch()
         sends: list[Any] = []  # deliveries to confirm, with the table's changelog writes
         outcomes: Counter_[tuple[str, str]] = Counter_()
         touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}

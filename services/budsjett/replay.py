@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from services.budsjett import core
@@ -50,84 +49,7 @@ class PartitionResult:
     ids: set[str] = field(default_factory=set)  # every event id read (for the cross-partition check)
 
 
-class RowWriter:
-    """The audit rows (event, effect, flag) of applied events, written in big `executemany` batches.
-
-    Rows are tuples in the tables' column order, bound by the driver directly:
-    per-row SQLAlchemy parameter processing cost more than the rules themselves.
-    """
-
-    def __init__(self, model: ReadModel):
-        self.model = model
-        dialect = model.engine.dialect
-        mark = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
-        self.sql = {}
-        for name, table in (("event", BudsjettEvent.__table__), ("effect", BudsjettEffect.__table__),
-                            ("flag", BudsjettFlag.__table__)):
-            columns = [c.name for c in table.columns]
-            self.sql[name] = (f'INSERT INTO {table.name} ({", ".join(columns)}) '
-                              f'VALUES ({", ".join([mark] * len(columns))}) ON CONFLICT DO NOTHING')
-        self.update_sql = f"UPDATE {BudsjettEvent.__table__.name} SET corrected_by = {mark} WHERE event_id = {mark}"
-        self.event_columns = [c.name for c in BudsjettEvent.__table__.columns]
-        self.effect_columns = [c.name for c in BudsjettEffect.__table__.columns]
-        self.flag_columns = [c.name for c in BudsjettFlag.__table__.columns]
-        # The dialect's own datetime binding (SQLite stores text in SQLAlchemy's format).
-        self.bind_time = BudsjettEvent.__table__.c.time.type.bind_processor(dialect) or (lambda value: value)
-        self.events: list[tuple] = []
-        self.effects: list[tuple] = []
-        self.flags: list[tuple] = []
-        self.corrections: dict[str, str] = {}
-        self.recorded_at = self.bind_time(datetime.now(timezone.utc))
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def add(self, outcome: core.Outcome, message: core.Message, partition: int, offset: int, raw: bytes) -> None:
-        time = self.bind_time(message.time)
-        corrects_id = getattr(getattr(message, "data", None), "corrects_id", None)
-        event = {"event_id": message.id, "line_id": outcome.line_id, "kind": message.kind,
-                 "source_ministry": message.source_ministry, "time": time, "partition": partition,
-                 "kafka_offset": offset, "corrects_id": corrects_id, "corrected_by": None,
-                 "payload": raw.decode("utf-8", "replace"), "recorded_at": self.recorded_at}
-        self.events.append(tuple(event[c] for c in self.event_columns))
-        deltas: dict[tuple[str, str], dict[str, int]] = {}
-        for entry in outcome.effect:
-            if entry[0] == "cell":
-                _, ministry, phase, name, delta = entry
-                deltas.setdefault((ministry, phase), dict.fromkeys(core.AMOUNT_FIELDS, 0))[name] += delta
-        for seq, ((ministry, phase), amounts) in enumerate(sorted(deltas.items())):
-            row = {"event_id": message.id, "seq": seq, "line_id": outcome.line_id, "ministry": ministry,
-                   "phase": phase, "time": time, **amounts}
-            self.effects.append(tuple(row[c] for c in self.effect_columns))
-        for flag in outcome.flags:
-            row = {**flag, "time": time}
-            self.flags.append(tuple(row[c] for c in self.flag_columns))
-        if corrects_id:
-            self.corrections[corrects_id] = message.id
-
-    def flush(self) -> None:
-        if not (self.events or self.effects or self.flags):
-            return
-        with self.model.engine.begin() as connection:
-            if self.model.dialect == "sqlite":
-                # Random event ids land all over the primary-key B-tree: keep it in memory (256 MiB).
-                connection.exec_driver_sql("PRAGMA cache_size=-262144")
-            for name, rows in (("event", self.events), ("effect", self.effects), ("flag", self.flags)):
-                if rows:
-                    connection.exec_driver_sql(self.sql[name], rows)
-        self.events, self.effects, self.flags = [], [], []
-
-    def finish(self) -> None:
-        """Flush, then mark corrected events (a correction may come chunks after its original)."""
-        self.flush()
-        if self.corrections:
-            with self.model.engine.begin() as connection:
-                connection.exec_driver_sql(self.update_sql, [(by, corrected)
-                                                              for corrected, by in self.corrections.items()])
-            self.corrections = {}
-
-
-def _apply_records(records, partition: int, store: dict[str, Any], writer: RowWriter, result: PartitionResult,
+def _apply_records(records, partition: int, store: dict[str, Any], batch: Batch, result: PartitionResult,
                    catalogue: Catalogue | None) -> None:
     counts = result.counts
     compact = core.CompactStore(store)
@@ -145,7 +67,7 @@ def _apply_records(records, partition: int, store: dict[str, Any], writer: RowWr
         outcome = core.process(compact, offset, message, catalogue)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         if outcome.status in ("applied", "redelivered") and outcome.effect:
-            writer.add(outcome, message, partition, offset, value)
+            batch.add(outcome, message, partition, offset, value)
 
 
 async def _read_partition(bootstrap: str, topic: str, partition: int, end_offset: int, on_records) -> None:
@@ -178,15 +100,16 @@ def replay_partitions(bootstrap: str, topic: str, partitions: list[tuple[int, in
                       progress: Callable[[str], None] | None = None) -> PartitionResult:
     """Replay the given (partition, end_offset)s one after another into one store; rows into db_url."""
     store = {} if store is None else store
-    model = ReadModel(db_url)
-    writer = RowWriter(model)
+    model = ReadModel(db_url, sqlite_cache_mib=256)
+    pending = [model.new_batch()]
     result = PartitionResult(partition=partitions[0][0] if len(partitions) == 1 else -1)
     try:
         for partition, end_offset in partitions:
             def on_records(records, partition=partition):
-                _apply_records(records, partition, store, writer, result, catalogue)
-                if len(writer) >= CHUNK_EVENTS:
-                    writer.flush()
+                _apply_records(records, partition, store, pending[0], result, catalogue)
+                if len(pending[0].events) >= CHUNK_EVENTS:
+                    model.write(pending[0])
+                    pending[0] = model.new_batch()
                     # The store only grows and holds no cycles: stop the collector rescanning it (~10 %).
                     gc.freeze()
                     if progress:
@@ -194,12 +117,9 @@ def replay_partitions(bootstrap: str, topic: str, partitions: list[tuple[int, in
 
             if end_offset > 0:
                 asyncio.run(_read_partition(bootstrap, topic, partition, end_offset, on_records))
-        writer.finish()
         result.lines = core.lines_in(store)
-        if result.lines:
-            snapshot = Batch()
-            snapshot.lines.update(result.lines)
-            model.write(snapshot)
+        pending[0].lines.update(result.lines)
+        model.write(pending[0])
     finally:
         model.close()
     return result

@@ -1,4 +1,4 @@
-"""The read model on a real PostgreSQL: idempotent writes, totals equal to the ledger, as_of."""
+"""The read model on SQLite and a real PostgreSQL: idempotent writes, totals equal to the ledger, as_of."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,13 +6,18 @@ from datetime import datetime, timezone
 import pytest
 
 from services.budsjett import core
-from services.budsjett.readmodel import Batch, ReadModel
+from services.budsjett.readmodel import ReadModel
 from tests.unit.test_budsjett_core import T0, bevilget, ev, forpliktet, omdisponert, utbetalt
 
-pytestmark = pytest.mark.postgres
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'budsjett.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
-def test_read_model_on_postgres_is_idempotent_and_matches_the_ledger(postgres_url):
+def test_read_model_is_idempotent_and_matches_the_ledger(db_url):
     events = [
         bevilget("b1", "0-24", "BFD", "utredning", "500000000000.00", minutes=0),  # 5·10¹¹ NOK fits
         bevilget("b2", "0-24", "KD", "utvikling", "1250000.00", minutes=10),
@@ -22,11 +27,11 @@ def test_read_model_on_postgres_is_idempotent_and_matches_the_ledger(postgres_ur
         ev("korrigert", "BFD", {"line_id": "0-24", "corrects_id": "b1", "reason": "feil kap"}, "k1", minutes=30),
     ]
     store: dict = {}
-    model = ReadModel(postgres_url)
+    model = ReadModel(db_url)
     log = list(events)
     for offset, message in enumerate(log):
         outcome = core.process(store, offset, message)
-        batch = Batch()
+        batch = model.new_batch()
         batch.add(outcome, message, 0, offset)
         model.write(batch)
         model.write(batch)  # a redelivered batch changes nothing
