@@ -133,6 +133,8 @@ EFFECT_COLUMNS = _column_names(BudsjettEffect)
 FLAG_COLUMNS = _column_names(BudsjettFlag)
 CELL_COLUMNS = _column_names(BudsjettCell)
 LINE_COLUMNS = _column_names(BudsjettLine)
+_COLUMNS = {BudsjettEvent: EVENT_COLUMNS, BudsjettEffect: EFFECT_COLUMNS, BudsjettFlag: FLAG_COLUMNS,
+            BudsjettCell: CELL_COLUMNS, BudsjettLine: LINE_COLUMNS}
 
 
 class Batch:
@@ -220,14 +222,14 @@ class ReadModel:
             model: self._values_sql(model, "ON CONFLICT DO NOTHING") for model in (BudsjettEvent, BudsjettEffect,
                                                                                     BudsjettFlag)}
         for model, keys in ((BudsjettLine, ("line_id",)), (BudsjettCell, ("line_id", "ministry", "phase"))):
-            updates = ", ".join(f"{c} = excluded.{c}" for c in _column_names(model) if c not in keys)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[model] if c not in keys)
             self._insert_sql[model] = self._values_sql(model, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
         mark = "%s" if self.dialect == "postgresql" else "?"
         self._correction_sql = f"UPDATE {BudsjettEvent.__tablename__} SET corrected_by = {mark} WHERE event_id = {mark}"
 
     def _values_sql(self, model: Any, conflict: str) -> str:
         """INSERT … VALUES <rows> <conflict>: psycopg2's execute_values fills one %s with many rows."""
-        columns = _column_names(model)
+        columns = _COLUMNS[model]
         values = "%s" if self.dialect == "postgresql" else f"({', '.join('?' * len(columns))})"
         return f"INSERT INTO {model.__tablename__} ({', '.join(columns)}) VALUES {values} {conflict}"
 

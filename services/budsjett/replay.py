@@ -101,15 +101,16 @@ def replay_partitions(bootstrap: str, topic: str, partitions: list[tuple[int, in
     """Replay the given (partition, end_offset)s one after another into one store; rows into db_url."""
     store = {} if store is None else store
     model = ReadModel(db_url, sqlite_cache_mib=256)
-    pending = [model.new_batch()]
+    batch = model.new_batch()
     result = PartitionResult(partition=partitions[0][0] if len(partitions) == 1 else -1)
     try:
         for partition, end_offset in partitions:
             def on_records(records, partition=partition):
-                _apply_records(records, partition, store, pending[0], result, catalogue)
-                if len(pending[0].events) >= CHUNK_EVENTS:
-                    model.write(pending[0])
-                    pending[0] = model.new_batch()
+                nonlocal batch
+                _apply_records(records, partition, store, batch, result, catalogue)
+                if len(batch.events) >= CHUNK_EVENTS:
+                    model.write(batch)
+                    batch = model.new_batch()
                     # The store only grows and holds no cycles: stop the collector rescanning it (~10 %).
                     gc.freeze()
                     if progress:
@@ -118,8 +119,8 @@ def replay_partitions(bootstrap: str, topic: str, partitions: list[tuple[int, in
             if end_offset > 0:
                 asyncio.run(_read_partition(bootstrap, topic, partition, end_offset, on_records))
         result.lines = core.lines_in(store)
-        pending[0].lines.update(result.lines)
-        model.write(pending[0])
+        batch.lines.update(result.lines)
+        model.write(batch)
     finally:
         model.close()
     return result

@@ -51,9 +51,6 @@ class GaugeFamily:
             self._prefixes[label_values] = f"{self.name}{{{labels}}} " if labels else f"{self.name} "
         self._values[label_values] = value
 
-    def get(self, label_values: tuple[str, ...]) -> int | float | None:
-        return self._values.get(label_values)
-
     def render(self) -> str:
         prefixes = self._prefixes
         return self._header + "".join([f"{prefixes[key]}{format_value(value)}\n" for key, value in self._values.items()])
