@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.events import HOT_LINE, Oracle
 from bench.http_probe import line_totals, matches
 from bench.procstat import cpu_seconds, peak_rss_mb
-from services.shared.stack import LocalStack
+from services.localstack.stack import LocalStack
 
 
 def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from services.shared.config import Settings
 from services.shared.money import parse_nok_to_ore
-from services.shared.processes import free_port
+from services.localstack.processes import free_port
 from services.shared.service import make_app, raw_topic, run_worker, take_batches
 
 

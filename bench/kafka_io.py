@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from services.shared.kafka_local import java_command
+from services.localstack.kafka_local import java_command
 
 
 def write_events_file(path: Path, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[int, int]:

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from bench.http_probe import get_json
 from bench.procstat import cpu_seconds, peak_rss_mb
 from services.shared.contract import parse_event
-from services.shared.processes import wait_until
-from services.shared.stack import LocalStack
+from services.localstack.processes import wait_until
+from services.localstack.stack import LocalStack
 
 
 def reform_events_for(line_ids: list[str], now: datetime) -> tuple[list[dict], dict[str, int]]:

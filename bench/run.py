@@ -30,9 +30,9 @@ from bench.events import Oracle, Workload, generate  # noqa: E402
 from bench.kafka_io import broker_ceiling, load_file, write_events_file  # noqa: E402
 from bench.procstat import machine_load, peak_rss_mb, run_measured  # noqa: E402
 from services.shared.config import Settings  # noqa: E402
-from services.shared.kafka_local import LocalKafka  # noqa: E402
-from services.shared.processes import free_port  # noqa: E402
-from services.shared.stack import LocalStack  # noqa: E402
+from services.localstack.kafka_local import LocalKafka  # noqa: E402
+from services.localstack.processes import free_port  # noqa: E402
+from services.localstack.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
 FAUST_BATCH = 1000  # budsjett's batch size (services/budsjett/app.py BATCH_MAX)

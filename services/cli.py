@@ -40,7 +40,7 @@ def _run_service(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from services.shared.stack import LocalStack
+    from services.localstack.stack import LocalStack
 
     stack = LocalStack(settings_from_args(args))
     stack.up(tuple(args.services))
@@ -53,21 +53,21 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from services.shared.stack import LocalStack
+    from services.localstack.stack import LocalStack
 
     LocalStack(settings_from_args(args)).down()
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.shared.demo import run_demo
+    from services.localstack.demo import run_demo
 
     return run_demo(settings_from_args(args), keep_running=not args.stop)
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from services.shared import kafka_local
-    from services.shared.stack import LocalStack
+    from services.localstack import kafka_local
+    from services.localstack.stack import LocalStack
     from services.shared.topics import ensure_topics
 
     settings = settings_from_args(args)

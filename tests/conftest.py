@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from services.shared.config import Settings
-from services.shared.kafka_local import LocalKafka
-from services.shared.processes import free_port
-from services.shared.stack import LocalStack
+from services.localstack.kafka_local import LocalKafka
+from services.localstack.processes import free_port
+from services.localstack.stack import LocalStack
 from services.shared.topics import ensure_topics
 
 _instance_counter = itertools.count()

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from services.budsjett import core
 from services.budsjett.readmodel import BudsjettEvent, ReadModel
 from services.shared.contract import make_event, parse_event
-from services.shared.processes import free_port, wait_until
-from services.shared.stack import LocalStack
+from services.localstack.processes import free_port, wait_until
+from services.localstack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

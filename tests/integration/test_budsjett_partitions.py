@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from services.shared.contract import make_event
-from services.shared.processes import wait_until
+from services.localstack.processes import wait_until
 from tests.integration.test_budsjett_service import publish
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.shared.contract import make_event
-from services.shared.processes import wait_until
+from services.localstack.processes import wait_until
 from services.shared.service import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration

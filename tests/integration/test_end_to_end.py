@@ -16,8 +16,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from services.shared.contract import parse_event
-from services.shared.demo import DEMO_LINE_ID, budget_scenario, invalid_event
-from services.shared.processes import wait_until
+from services.localstack.demo import DEMO_LINE_ID, budget_scenario, invalid_event
+from services.localstack.processes import wait_until
 from services.shared.service import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration

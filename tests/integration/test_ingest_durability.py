@@ -11,9 +11,9 @@ from services.ingest.samples import sample_event
 from services.ingest.testing import post, read_topic
 from services.ingest.tokens import issue_token
 from services.shared.config import Settings
-from services.shared.kafka_local import LocalKafka
-from services.shared.processes import free_port, http_ok, wait_until
-from services.shared.stack import LocalStack
+from services.localstack.kafka_local import LocalKafka
+from services.localstack.processes import free_port, http_ok, wait_until
+from services.localstack.stack import LocalStack
 from services.shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.shared.contract import make_event
-from services.shared.processes import wait_until
+from services.localstack.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

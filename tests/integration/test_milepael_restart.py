@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.shared.contract import make_event
-from services.shared.processes import wait_until
+from services.localstack.processes import wait_until
 from tests.integration.test_milepael_e2e import _get, _metric, _reform
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]

@@ -24,8 +24,8 @@ from kafka import KafkaProducer
 
 from services.shared import grafana
 from services.shared.contract import make_event
-from services.shared.processes import wait_until
-from services.shared.stack import SERVICES
+from services.localstack.processes import wait_until
+from services.localstack.stack import SERVICES
 from tests.support.prometheus import LocalPrometheus
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus, pytest.mark.postgres, pytest.mark.timeout(420)]
@@ -47,7 +47,7 @@ def _ore(amount_nok: str) -> int:
 def _scenario(now: datetime) -> tuple[list[dict], list[dict], list[dict], str]:
     """(budget events, reform events, events through ingest, reform id)."""
     from services.milepael.scenario import demo_events, reform_id_for
-    from services.shared.demo import budget_scenario, invalid_event
+    from services.localstack.demo import budget_scenario, invalid_event
 
     year = now.year
     budget = budget_scenario(now)

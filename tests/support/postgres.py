@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from services.shared.processes import free_port, pid_alive, stop_pid, wait_until
+from services.localstack.processes import free_port, pid_alive, stop_pid, wait_until
 
 
 def _pg_bin(name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from services.shared.processes import free_port, http_ok, spawn, stop_pid, wait_until
+from services.localstack.processes import free_port, http_ok, spawn, stop_pid, wait_until
 
 
 def prometheus_binary() -> str:

@@ -14,7 +14,7 @@ import yaml
 
 from services.cli import main as cli_main
 from services.shared import grafana
-from services.shared.processes import free_port
+from services.localstack.processes import free_port
 
 FINANCE_DASHBOARDS = ("linjer-oversikt.json", "linje-detalj.json", "reformer.json")
 

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from services.shared.config import Settings
 from services.shared.contract import make_event
 from services.shared.money import format_ore_readable
-from services.shared.processes import wait_until
-from services.shared.stack import LocalStack
+from services.localstack.processes import wait_until
+from services.localstack.stack import LocalStack
 
 DEMO_LINE_ID = "0-24"
 

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from services.shared.config import Settings
-from services.shared.kafka_local import LocalKafka
-from services.shared.processes import PidFile, StartupError, http_ok, spawn, stop_pid, wait_until
+from services.localstack.kafka_local import LocalKafka
+from services.localstack.processes import PidFile, StartupError, http_ok, spawn, stop_pid, wait_until
 from services.shared.topics import ensure_topics
 
 SERVICES = ("ingest", "budsjett", "milepael")

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.shared.processes import PidFile, port_open, spawn, stop_pid, wait_until
+from services.localstack.processes import PidFile, port_open, spawn, stop_pid, wait_until
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
