@@ -188,22 +188,29 @@ def money_sum(metric: str, selector: str, by: str = "") -> str:
 BUDGET_COLUMNS = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "disponibelt")
 
 
+def budget_figures(sel: str, title_suffix: str, scope: str) -> list:
+    """One row of the five figures, so it adds up: bevilget ± omdisponert − forpliktet − utbetalt → disponibelt."""
+    panels = []
+    for column in BUDGET_COLUMNS:
+        description = f"Sum {column} {scope}."
+        if column == "omdisponert":
+            description += " Netto: inn positivt, ut negativt."
+        panels.append(big_number(f"{column.capitalize()}{title_suffix}", money_sum(column, sel), NOK,
+                                 span=4 if column == "disponibelt" else 5, description=description))
+    return panels
+
+
 # --- the four dashboards --------------------------------------------------------
 
 def lines_overview():
     sel = f'{FISCAL_YEAR}, ministry=~"$ministry"'
     board = base("reformspor-linjer", "Felles budsjettlinjer – oversikt", ["tiltak-1.7", "budsjett"],
-                 "Felles eller samordnede budsjettposter (tiltak 1.7): bevilget, forpliktet, utbetalt og "
+                 "Felles eller samordnede budsjettposter (tiltak 1.7): bevilget, omdisponert, forpliktet, utbetalt og "
                  "disponibelt per linje og departement. Beløp i NOK.")
     board = board.with_variable(fiscal_year_variable())
     board = board.with_variable(variable("ministry", "Departement", f"label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}}}, ministry)", multi=True))
-    # The five figures the line's arithmetic uses: bevilget ± omdisponert − forpliktet − utbetalt → disponibelt.
-    for column in BUDGET_COLUMNS:
-        description = f"Sum {column} over alle felles linjer (valgte departementer og budsjettår)."
-        if column == "omdisponert":
-            description += " Netto: inn positivt, ut negativt; over alle linjer og departementer går det i null."
-        board = board.with_panel(big_number(f"{column.capitalize()} i alt", money_sum(column, sel), NOK,
-                                            span=5 if column != "disponibelt" else 4, description=description))
+    for panel in budget_figures(sel, " i alt", "over alle felles linjer (valgte departementer og budsjettår)"):
+        board = board.with_panel(panel)
     board = board.with_panel(prom_table(
         "Per linje og departement",
         [(c.capitalize(), money_sum(c, sel, "line, ministry")) for c in BUDGET_COLUMNS]
@@ -230,8 +237,8 @@ def line_detail():
     board = board.with_variable(fiscal_year_variable())
     board = board.with_variable(variable("line", "Linje", f"label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}}}, line)"))
     board = board.with_variable(variable("ministry", "Departement", f'label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}, line="$line"}}, ministry)', multi=True))
-    for column, title in (("bevilget", "Bevilget"), ("forpliktet", "Forpliktet"), ("utbetalt", "Utbetalt"), ("disponibelt", "Disponibelt")):
-        board = board.with_panel(big_number(title, money_sum(column, sel), NOK))
+    for panel in budget_figures(sel, "", "på linjen (valgte departementer og budsjettår)"):
+        board = board.with_panel(panel)
     board = board.with_panel(prom_table(
         "Per departement og fase",
         [(c.capitalize(), money_sum(c, sel, "ministry, phase")) for c in BUDGET_COLUMNS],
