@@ -42,6 +42,30 @@ DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__timeFilter", "__from", "__to"}
 NOK = "currencyNOK"
 
+# Budget metrics will carry the fiscal year as a label. `=~"$fiscal_year"` with
+# "All" (.*) also matches series without the label, so the panels work before
+# and after it exists.
+FISCAL_YEAR = 'fiscal_year=~"$fiscal_year"'
+
+# Table columns for Prometheus labels: finance staff read Norwegian, the
+# operations dashboard English like the rest of the code.
+LABEL_TITLES_NB = {"line": "Linje", "ministry": "Departement", "phase": "Fase", "fiscal_year": "Budsjettår",
+                   "reform": "Reform", "stage": "Trinn", "status": "Status", "dimension": "Toleranse"}
+LABEL_TITLES_EN = {"service": "Service", "reason": "Reason", "ministry": "Ministry"}
+
+
+def value_texts(texts: dict[str, tuple[str, str | None]]) -> list[dashboard_model.ValueMap]:
+    """Grafana value mappings: raw value -> (text shown, colour or None to keep the cell's own)."""
+    return [dashboard_model.ValueMap(options={
+        value: dashboard_model.ValueMappingResult(text=text, color=color, index=index)
+        for index, (value, (text, color)) in enumerate(texts.items())})]
+
+
+# reformspor_reform_stage_tolerance_level: 0 inside, 1 warning band, 2 critical band.
+TOLERANCE_LEVELS = value_texts({"0": ("innenfor", "green"), "1": ("varsel", "orange"), "2": ("kritisk", "red")})
+TOLERANCE_DIMENSIONS = value_texts({"time": ("tid", None), "cost": ("kostnad", None)})
+YES_NO = value_texts({"0": ("nei", "green"), "1": ("ja", "red")})
+
 # budsjett's read model (services/budsjett/readmodel.py) that the audit-trail
 # table reads; tests/integration/test_promql_dashboards.py runs the query on it.
 BUDGET_EVENT_TABLE = "budsjett_event"
@@ -108,10 +132,14 @@ def big_number(title: str, expr: str, unit: str = "", span: int = 6, description
 
 
 def prom_table(title: str, columns: list[tuple[str, str]], join_labels: list[str], unit: str = "",
-               span: int = 24, height: int = 8, description: str = ""):
-    """A table of instant queries, one column each, joined on `join_labels` (Grafana's merge)."""
+               span: int = 24, height: int = 8, description: str = "",
+               label_titles: dict[str, str] = LABEL_TITLES_NB):
+    """A table of instant queries, one column each, joined on `join_labels` (Grafana's merge).
+
+    The label columns get their titles from `label_titles` (a missing one fails the build).
+    """
     panel = table.Panel().title(title).datasource(PROMETHEUS_REF).height(height).span(span)
-    rename = {}
+    rename = {label: label_titles[label] for label in join_labels}
     for index, (column, expr) in enumerate(columns):
         ref_id = chr(ord("A") + index)
         panel = panel.with_target(prom(expr, ref_id=ref_id, instant=True, table_format=True))
@@ -119,7 +147,7 @@ def prom_table(title: str, columns: list[tuple[str, str]], join_labels: list[str
     panel = panel.with_transformation(dashboard_model.DataTransformerConfig(id_val="merge", options={}))
     panel = panel.with_transformation(dashboard_model.DataTransformerConfig(
         id_val="organize",
-        options={"excludeByName": {"Time": True}, "renameByName": rename,
+        options={"excludeByName": {"Time": True, "__name__": True}, "renameByName": rename,
                  "indexByName": {label: i for i, label in enumerate(join_labels)}}))
     if unit:
         panel = panel.unit(unit)
@@ -128,14 +156,23 @@ def prom_table(title: str, columns: list[tuple[str, str]], join_labels: list[str
     return panel
 
 
-def variable(name: str, label: str, query: str, multi: bool = False):
+def variable(name: str, label: str, query: str, multi: bool = False,
+             sort: dashboard_model.VariableSort = dashboard_model.VariableSort.ALPHABETICAL_ASC):
     var = (dashboard.QueryVariable(name).label(label).datasource(PROMETHEUS_REF)
            .query({"query": query, "refId": f"{name}-values"})
            .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-           .sort(dashboard_model.VariableSort.ALPHABETICAL_ASC))
+           .sort(sort))
     if multi:
         var = var.multi(True).include_all(True).all_value(".*")
     return var
+
+
+def fiscal_year_variable():
+    """Budsjettår: one year or All (the default, and the only choice until the metrics carry the label)."""
+    return (variable("fiscal_year", "Budsjettår", "label_values(reformspor_budsjett_bevilget_ore, fiscal_year)",
+                     sort=dashboard_model.VariableSort.NUMERICAL_DESC)
+            .include_all(True).all_value(".*")
+            .current(dashboard_model.VariableOption(selected=True, text="All", value="$__all")))
 
 
 def base(uid: str, title: str, tags: list[str], description: str):
@@ -151,17 +188,29 @@ def money_sum(metric: str, selector: str, by: str = "") -> str:
 BUDGET_COLUMNS = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "disponibelt")
 
 
+def budget_figures(sel: str, title_suffix: str, scope: str) -> list:
+    """One row of the five figures, so it adds up: bevilget ± omdisponert − forpliktet − utbetalt → disponibelt."""
+    panels = []
+    for column in BUDGET_COLUMNS:
+        description = f"Sum {column} {scope}."
+        if column == "omdisponert":
+            description += " Netto: inn positivt, ut negativt."
+        panels.append(big_number(f"{column.capitalize()}{title_suffix}", money_sum(column, sel), NOK,
+                                 span=4 if column == "disponibelt" else 5, description=description))
+    return panels
+
+
 # --- the four dashboards --------------------------------------------------------
 
 def lines_overview():
-    sel = 'ministry=~"$ministry"'
+    sel = f'{FISCAL_YEAR}, ministry=~"$ministry"'
     board = base("reformspor-linjer", "Felles budsjettlinjer – oversikt", ["tiltak-1.7", "budsjett"],
-                 "Felles eller samordnede budsjettposter (tiltak 1.7): bevilget, forpliktet, utbetalt og "
+                 "Felles eller samordnede budsjettposter (tiltak 1.7): bevilget, omdisponert, forpliktet, utbetalt og "
                  "disponibelt per linje og departement. Beløp i NOK.")
-    board = board.with_variable(variable("ministry", "Departement", "label_values(reformspor_budsjett_bevilget_ore, ministry)", multi=True))
-    for column, title in (("bevilget", "Bevilget"), ("forpliktet", "Forpliktet"), ("utbetalt", "Utbetalt"), ("disponibelt", "Disponibelt")):
-        board = board.with_panel(big_number(f"{title} i alt", money_sum(column, sel), NOK,
-                                            description=f"Sum {column} over alle felles linjer (valgte departementer)."))
+    board = board.with_variable(fiscal_year_variable())
+    board = board.with_variable(variable("ministry", "Departement", f"label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}}}, ministry)", multi=True))
+    for panel in budget_figures(sel, " i alt", "over alle felles linjer (valgte departementer og budsjettår)"):
+        board = board.with_panel(panel)
     board = board.with_panel(prom_table(
         "Per linje og departement",
         [(c.capitalize(), money_sum(c, sel, "line, ministry")) for c in BUDGET_COLUMNS]
@@ -171,9 +220,9 @@ def lines_overview():
     ).override_by_name("Utnyttelse", [dashboard_model.DynamicConfigValue(id_val="unit", value="percentunit")]))
     board = board.with_panel(
         bargauge.Panel().title("Utnyttelse per linje").datasource(PROMETHEUS_REF).height(8).span(12)
-        .with_target(prom("line:reformspor_budsjett_utnyttelse:ratio", legend="{{line}}", instant=True))
+        .with_target(prom(f"line:reformspor_budsjett_utnyttelse:ratio{{{FISCAL_YEAR}}}", legend="{{line}}", instant=True))
         .unit("percentunit").min(0).max(1))
-    board = board.with_panel(ts("Disponibelt per linje", prom("line:reformspor_budsjett_disponibelt_ore:sum / 100", "{{line}}"), unit=NOK))
+    board = board.with_panel(ts("Disponibelt per linje", prom(f"line:reformspor_budsjett_disponibelt_ore:sum{{{FISCAL_YEAR}}} / 100", "{{line}}"), unit=NOK))
     board = board.with_panel(big_number("Overforpliktede celler", f"sum(reformspor_budsjett_overcommitted{{{sel}}})", span=12, decimals=0,
                                         description="Linje × departement × fase der forpliktet og utbetalt overstiger bevilget ± omdisponert."))
     board = board.with_panel(big_number("Celler med overforbruk", f"sum(reformspor_budsjett_overspent{{{sel}}})", span=12, decimals=0,
@@ -182,13 +231,14 @@ def lines_overview():
 
 
 def line_detail():
-    sel = 'line="$line", ministry=~"$ministry"'
+    sel = f'{FISCAL_YEAR}, line="$line", ministry=~"$ministry"'
     board = base("reformspor-linje", "Budsjettlinje i detalj", ["tiltak-1.7", "budsjett"],
                  "Én felles budsjettlinje per fase og departement, over tid, med hendelsene bak tallene.")
-    board = board.with_variable(variable("line", "Linje", "label_values(reformspor_budsjett_bevilget_ore, line)"))
-    board = board.with_variable(variable("ministry", "Departement", 'label_values(reformspor_budsjett_bevilget_ore{line="$line"}, ministry)', multi=True))
-    for column, title in (("bevilget", "Bevilget"), ("forpliktet", "Forpliktet"), ("utbetalt", "Utbetalt"), ("disponibelt", "Disponibelt")):
-        board = board.with_panel(big_number(title, money_sum(column, sel), NOK))
+    board = board.with_variable(fiscal_year_variable())
+    board = board.with_variable(variable("line", "Linje", f"label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}}}, line)"))
+    board = board.with_variable(variable("ministry", "Departement", f'label_values(reformspor_budsjett_bevilget_ore{{{FISCAL_YEAR}, line="$line"}}, ministry)', multi=True))
+    for panel in budget_figures(sel, "", "på linjen (valgte departementer og budsjettår)"):
+        board = board.with_panel(panel)
     board = board.with_panel(prom_table(
         "Per departement og fase",
         [(c.capitalize(), money_sum(c, sel, "ministry, phase")) for c in BUDGET_COLUMNS],
@@ -197,8 +247,8 @@ def line_detail():
     board = board.with_panel(ts("Forpliktet over tid per fase", prom(money_sum("forpliktet", sel, "phase"), "{{phase}}"), unit=NOK))
     board = board.with_panel(ts(
         "Prognose: utbetalt ved årsslutt mot tilgjengelig",
-        prom('line:reformspor_budsjett_utbetalt_ore:predict_year_end{line="$line"} / 100', "Prognose utbetalt 31.12.", "A"),
-        prom('line:reformspor_budsjett_tilgjengelig_ore:sum{line="$line"} / 100', "Bevilget ± omdisponert", "B"),
+        prom(f'line:reformspor_budsjett_utbetalt_ore:predict_year_end{{{FISCAL_YEAR}, line="$line"}} / 100', "Prognose utbetalt 31.12.", "A"),
+        prom(f'line:reformspor_budsjett_tilgjengelig_ore:sum{{{FISCAL_YEAR}, line="$line"}} / 100', "Bevilget ± omdisponert", "B"),
         unit=NOK, span=24,
         description="Lineær framskriving av de siste 7 dagenes utbetalinger til 31. desember (hele linjen)."))
     # One row per event and cell it moved: exactly what the totals are summed
@@ -238,9 +288,13 @@ def reforms():
         ["stage", "status"], height=7, span=12,
         description="Gjeldende status for hvert trinn (verdien 1 markerer gjeldende status)."))
     board = board.with_panel(prom_table(
-        "Toleranse per trinn (0 innenfor, 1 varsel, 2 kritisk)",
+        "Toleranse per trinn",
         [("Nivå", f"max by (stage, dimension) (reformspor_reform_stage_tolerance_level{{{sel}}})")],
-        ["stage", "dimension"], height=7, span=12))
+        ["stage", "dimension"], height=7, span=12,
+        description="Prognosen mot toleransen for tid og kostnad: innenfor, varsel eller kritisk.",
+    ).override_by_name("Nivå", [dashboard_model.DynamicConfigValue(id_val="mappings", value=TOLERANCE_LEVELS),
+                                dashboard_model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"})])
+     .override_by_name("Toleranse", [dashboard_model.DynamicConfigValue(id_val="mappings", value=TOLERANCE_DIMENSIONS)]))
     board = board.with_panel(ts("SPI og CPI per trinn",
                                 prom(f"reformspor_reform_stage_spi{{{sel}}}", "SPI {{stage}}", "A"),
                                 prom(f"reformspor_reform_stage_spi_t{{{sel}}}", "SPI(t) {{stage}}", "B"),
@@ -260,7 +314,8 @@ def reforms():
          ("Trenger justering", f"max by (stage) (reformspor_reform_stage_adjustment_required{{{sel}}})")],
         ["stage"], height=8,
     ).override_by_regexp("(Planlagt|Prognose) ferdig", [dashboard_model.DynamicConfigValue(id_val="unit", value="dateTimeAsIsoNoDateIfToday")])
-     .override_by_name("Kostnadsavvik (NOK)", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)]))
+     .override_by_name("Kostnadsavvik (NOK)", [dashboard_model.DynamicConfigValue(id_val="unit", value=NOK)])
+     .override_by_name("Trenger justering", [dashboard_model.DynamicConfigValue(id_val="mappings", value=YES_NO)]))
     return board
 
 
@@ -288,12 +343,12 @@ def operations():
     board = board.with_panel(ts("Dead letters per second",
                                 prom("service_reason:reformspor_dead_letters:rate5m", "{{service}} {{reason}}"), unit="ops"))
     board = board.with_panel(prom_table("Dead letters since start", [("Dead letters", "sum by (service, reason) (reformspor_dead_letters_total)")],
-                                        ["service", "reason"], span=12))
+                                        ["service", "reason"], span=12, label_titles=LABEL_TITLES_EN))
     board = board.with_panel(ts("Consumer lag (messages)",
                                 prom("sum by (service, topic) (reformspor_consumer_lag_messages)", "{{service}} {{topic}}"), unit="short", span=12))
     board = board.with_panel(prom_table("Time since each ministry's last event",
                                         [("Silent for", "time() - max by (ministry) (reformspor_ingest_last_event_timestamp_seconds)")],
-                                        ["ministry"], unit="s", span=12))
+                                        ["ministry"], unit="s", span=12, label_titles=LABEL_TITLES_EN))
     return board
 
 

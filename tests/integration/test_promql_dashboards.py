@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import urllib.request
 from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -89,6 +90,13 @@ def _publish(bootstrap: str, topic: str, events: list[dict], key_field: str) -> 
         producer.close(10)
 
 
+def prometheus_alert(server: LocalPrometheus, alertname: str) -> dict | None:
+    """The first pending or firing alert of that name, with its rendered annotations."""
+    with urllib.request.urlopen(f"{server.url}/api/v1/alerts", timeout=10) as response:
+        alerts = json.loads(response.read())["data"]["alerts"]
+    return next((a for a in alerts if a["labels"]["alertname"] == alertname), None)
+
+
 def _rules() -> tuple[list[dict], list[dict]]:
     recording, alerting = [], []
     for path in sorted(RULES_DIR.glob("*.yml")):
@@ -148,7 +156,9 @@ def test_every_dashboard_and_rule_query_shows_the_scenario(stack, prometheus, po
                and prometheus.query("service_reason:reformspor_dead_letters:rate5m"), 60, "rates and recording rules")
 
     # --- every dashboard query returns series ------------------------------------
-    variables = {"line": LINE, "ministry": ".*", "reform": reform_id, "__rate_interval": "1m", "__range": "5m"}
+    # fiscal_year "All" (.*): the services' budget metrics do not carry the label yet.
+    variables = {"fiscal_year": ".*", "line": LINE, "ministry": ".*", "reform": reform_id, "__rate_interval": "1m",
+                 "__range": "5m"}
     queries = []
     for name, model in grafana.render().items():
         for variable in model.get("templating", {}).get("list", []):
@@ -183,7 +193,8 @@ def test_every_dashboard_and_rule_query_shows_the_scenario(stack, prometheus, po
     detail_utbetalt = f'sum by (ministry) (reformspor_budsjett_utbetalt_ore{{line="{LINE}", ministry=~".*"}}) / 100'
     shown = {k[0]: v for k, v in prometheus.values(detail_utbetalt, "ministry").items() if v}
     assert shown == {m: v / 100 for m, v in utbetalt.items()}
-    total = prometheus.values(grafana.expand(grafana.money_sum("bevilget", 'line="$line", ministry=~"$ministry"'), variables))
+    total = prometheus.values(grafana.expand(
+        grafana.money_sum("bevilget", f'{grafana.FISCAL_YEAR}, line="$line", ministry=~"$ministry"'), variables))
     assert list(total.values()) == [sum(bevilget.values()) / 100]
 
     # --- rules: recording rules have data; alerts parse; the over-commitment shows --
@@ -198,6 +209,17 @@ def test_every_dashboard_and_rule_query_shows_the_scenario(stack, prometheus, po
     over = prometheus.query(next(r["expr"] for r in alerting if r["alert"] == "ReformsporLineOvercommitted"))
     assert {(s["metric"]["line"], s["metric"]["ministry"], s["metric"]["phase"]) for s in over} == {(LINE, "HOD", "utvikling")}
     assert float(over[0]["value"][1]) < 0  # disponibelt in NOK, negative
+    # The alert text as Prometheus renders it (pending while its `for:` runs): Norwegian
+    # money, the budget owner's routing labels, an absolute runbook link from the settings.
+    disponibelt_nok = Decimal(over[0]["value"][1]).quantize(Decimal("0.01"))
+    alert = wait_until(lambda: prometheus_alert(prometheus, "ReformsporLineOvercommitted"), 30,
+                       "the over-commitment alert to be pending")
+    assert alert["labels"]["team"] == "budsjett" and alert["labels"]["ministry"] == "HOD"
+    norwegian = f"{disponibelt_nok:,.2f}".replace(",", " ").replace(".", ",") + " kr"
+    assert f"disponibelt er {norwegian}." in alert["annotations"]["description"], alert["annotations"]
+    assert f"disponibelt is {disponibelt_nok} NOK." in alert["annotations"]["description_en"]
+    runbook = yaml.safe_load((RULES_DIR / "reformspor-settings.yml").read_text())["groups"][0]["rules"][0]["labels"]["url"]
+    assert alert["annotations"]["runbook_url"] == f"{runbook}#reformsporlineovercommitted"
     adjustment = prometheus.query(next(r["expr"] for r in alerting if r["alert"] == "ReformsporStageNeedsAdjustment"))
     assert any(s["metric"]["reform"] == reform_id for s in adjustment)
     assert "ReformsporServiceDown" in quiet and "ReformsporLineOverspent" in quiet

@@ -78,10 +78,15 @@ def test_finance_dashboards_speak_norwegian():
         assert term in overview
 
 
+def _promtool() -> str:
+    return shutil.which("promtool") or pytest.fail("promtool missing: make setup installs Debian's prometheus")
+
+
 def test_every_promql_query_parses(tmp_path):
     """promtool checks each panel's PromQL (variables filled in) without a running Prometheus."""
-    promtool = shutil.which("promtool") or pytest.fail("promtool missing: make setup installs Debian's prometheus")
-    values = {"line": "0-24", "ministry": ".*", "reform": "r1", "__rate_interval": "1m", "__range": "1h"}
+    promtool = _promtool()
+    values = {"fiscal_year": ".*", "line": "0-24", "ministry": ".*", "reform": "r1", "__rate_interval": "1m",
+              "__range": "1h"}
     rules = []
     for model in grafana.render().values():
         for query in grafana.panel_queries(model):
@@ -97,6 +102,89 @@ def test_every_promql_query_parses(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+BUDGET_DASHBOARDS = ("linjer-oversikt.json", "linje-detalj.json")
+
+
+def test_budget_dashboards_select_a_fiscal_year_defaulting_to_all():
+    models = grafana.render()
+    for name in BUDGET_DASHBOARDS:
+        variables = models[name]["templating"]["list"]
+        year = variables[0]
+        assert (year["name"], year["label"]) == ("fiscal_year", "Budsjettår"), name
+        assert year["query"]["query"] == "label_values(reformspor_budsjett_bevilget_ore, fiscal_year)"
+        assert year["includeAll"] and year["allValue"] == ".*" and year["current"]["value"] == "$__all", name
+        budget_queries = [q.query for q in grafana.panel_queries(models[name])
+                          if q.datasource_type == "prometheus" and "reformspor_budsjett" in q.query]
+        budget_queries += [v["query"]["query"] for v in variables[1:]]
+        assert budget_queries, name
+        for query in budget_queries:
+            assert 'fiscal_year=~"$fiscal_year"' in query, f"{name}: {query} ignores the selected fiscal year"
+
+
+def test_budget_panels_work_with_and_without_the_fiscal_year_label(tmp_path):
+    """"All" shows series that have no fiscal_year label yet; a chosen year shows only that year's money."""
+    overview = grafana.render()["linjer-oversikt.json"]
+    total = next(q.query for q in grafana.panel_queries(overview) if q.panel_title == "Bevilget i alt")
+    series = 'reformspor_budsjett_bevilget_ore{line="0-24",ministry="BFD",phase="utredning"%s}'
+    test = {"evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": [{"series": series % "", "values": "250000000x5"}],
+         "promql_expr_test": [{"expr": grafana.expand(total, {"fiscal_year": ".*", "ministry": ".*"}),
+                               "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 2500000}]}]},
+        {"interval": "1m", "input_series": [
+            {"series": series % ',fiscal_year="2026"', "values": "250000000x5"},
+            {"series": series % ',fiscal_year="2025"', "values": "100000000x5"}],
+         "promql_expr_test": [{"expr": grafana.expand(total, {"fiscal_year": "2026", "ministry": ".*"}),
+                               "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 2500000}]}]},
+    ]}
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump(test))
+    result = subprocess.run([_promtool(), "test", "rules", "panels.yml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _override(panel: dict, column: str, property_id: str):
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"] == {"id": "byName", "options": column}:
+            for prop in override["properties"]:
+                if prop["id"] == property_id:
+                    return prop["value"]
+    raise AssertionError(f"{panel['title']}: no {property_id} for column {column!r}")
+
+
+def _mapped(mappings: list[dict]) -> dict[str, str]:
+    return {value: result["text"] for m in mappings if m["type"] == "value" for value, result in m["options"].items()}
+
+
+def test_tolerance_levels_show_as_words():
+    panels = {p["title"]: p for p in grafana.iter_panels(grafana.render()["reformer.json"])}
+    tolerance = panels["Toleranse per trinn"]
+    assert _mapped(_override(tolerance, "Nivå", "mappings")) == {"0": "innenfor", "1": "varsel", "2": "kritisk"}
+    assert _mapped(_override(tolerance, "Toleranse", "mappings")) == {"time": "tid", "cost": "kostnad"}
+    assert _mapped(_override(panels["Prognose mot plan"], "Trenger justering", "mappings")) == {"0": "nei", "1": "ja"}
+
+
+def test_finance_tables_name_their_columns_in_norwegian():
+    for name in FINANCE_DASHBOARDS:
+        for panel in grafana.iter_panels(grafana.render()[name]):
+            organize = [t["options"] for t in panel.get("transformations", []) if t["id"] == "organize"]
+            if not organize:
+                continue
+            rename = organize[0]["renameByName"]
+            # Every label column shown (indexByName) gets a Norwegian title.
+            for label in organize[0]["indexByName"]:
+                assert rename.get(label) == grafana.LABEL_TITLES_NB[label], f"{name} / {panel['title']}: {label}"
+            assert not {"line", "ministry", "phase", "stage", "dimension"} & set(rename.values())
+
+
+def test_overview_shows_omdisponert_beside_the_other_figures():
+    overview = grafana.render()["linjer-oversikt.json"]
+    stats = [p for p in grafana.iter_panels(overview) if p["type"] == "stat" and p["title"].endswith(" i alt")]
+    assert [p["title"] for p in stats] == ["Bevilget i alt", "Omdisponert i alt", "Forpliktet i alt", "Utbetalt i alt",
+                                           "Disponibelt i alt"]
+    assert "reformspor_budsjett_omdisponert_ore" in stats[1]["targets"][0]["expr"]
+    assert sum(p["gridPos"]["w"] for p in stats) == 24  # one row
 
 
 def test_audit_trail_query_reads_the_budget_read_model():
