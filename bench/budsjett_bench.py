@@ -59,11 +59,15 @@ class MemoryWatch:
         if self.sample is not None or now - self.checked_at < MEMORY_POLL_INTERVAL_S or not pids:
             return
         self.checked_at = now
-        if self.admin is None:
-            from kafka import KafkaAdminClient
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
 
-            self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench-memory-watch")
-        committed = committed_events(self.admin, self.group, self.topic)
+        try:
+            self.admin = self.admin or KafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                                        client_id="bench-memory-watch")
+            committed = committed_events(self.admin, self.group, self.topic)
+        except KafkaError:  # the group is still forming: read again at the next poll
+            return
         if committed >= self.at_events:
             self.sample = {"events_committed": committed,
                            "rss_mb": {name: round(rss_mb(pid) or 0, 1) for name, pid in pids.items()},
