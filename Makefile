@@ -33,6 +33,7 @@ test: setup
 	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 bench: setup
+	@$(BIN)/pip install -q -e ".[test,bench]"
 	@$(BIN)/python bench/run.py
 
 clean: down

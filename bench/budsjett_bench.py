@@ -3,8 +3,12 @@
 "Right" means every line's bevilget/forpliktet/utbetalt over HTTP equals the
 oracle's sums of the published events, so the clock stops only when the last
 event is visible to a user. The rate is taken from the first moment any total
-is visible (so Faust's start-up is reported separately, not averaged in), and
-CPU is read from /proc over the same interval.
+is visible (so start-up and state recovery are reported separately, not
+averaged in), and CPU is read from /proc over the same interval.
+
+Memory is read twice: each worker's RSS once the group has committed a first
+share of the events (200 k of 1 M), and the peak at the end, so a state that
+grows with every event ever applied shows as a rising peak.
 """
 from __future__ import annotations
 
@@ -16,12 +20,62 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.events import HOT_LINE, Oracle
 from bench.http_probe import line_totals, matches
-from bench.procstat import cpu_seconds, peak_rss_mb
+from bench.kafka_io import committed_events
+from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb
 from services.localstack.stack import LocalStack
+from services.shared.streaming import consumer_group
+
+MEMORY_POLL_INTERVAL_S = 0.5
+
+
+def memory_milestone(events: int) -> int:
+    """When to read memory the first time: at 200 k events of a 1 M run, a fifth of a shorter one."""
+    return min(200_000, max(events // 5, 1))
+
+
+@dataclass
+class MemoryWatch:
+    """Each worker's RSS and peak RSS at the moment its group has committed `at_events` input events.
+
+    Committed offsets come from the broker (kafka-python's admin client), so the
+    workers are not asked for anything while they are measured.
+    """
+
+    bootstrap: str
+    group: str
+    topic: str
+    at_events: int
+    sample: dict | None = None
+    checked_at: float = 0.0
+    admin: object | None = field(default=None, repr=False)
+
+    def poll(self, pids: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if self.sample is not None or now - self.checked_at < MEMORY_POLL_INTERVAL_S or not pids:
+            return
+        self.checked_at = now
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            self.admin = self.admin or KafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                                        client_id="bench-memory-watch")
+            committed = committed_events(self.admin, self.group, self.topic)
+        except KafkaError:  # the group is still forming: read again at the next poll
+            return
+        if committed >= self.at_events:
+            self.sample = {"events_committed": committed,
+                           "rss_mb": {name: round(rss_mb(pid) or 0, 1) for name, pid in pids.items()},
+                           "peak_rss_mb": {name: round(peak_rss_mb(pid) or 0, 1) for name, pid in pids.items()}}
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
 
 
 def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]):
@@ -34,8 +88,9 @@ def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]):
 
     def start(name: str, port: int | None) -> None:
         try:
+            # Static group membership: each worker needs its own instance id (and gets its own state dir).
             pids[name] = stack.start_service("budsjett", instance=None if name == "budsjett" else name, port=port,
-                                             timeout_s=180)
+                                             timeout_s=180, extra_env={"REFORMSPOR_INSTANCE": name})
         except BaseException as error:  # reported by the caller
             errors.append(error)
 
@@ -47,6 +102,16 @@ def start_workers(stack: LocalStack, workers: list[tuple[str, int | None]]):
 
 def run_to_oracle(stack: LocalStack, oracle: Oracle, workers: list[tuple[str, int | None]], base_urls: list[str],
                   timeout_s: float, poll_interval_s: float = 0.25, profile_to: Path | None = None) -> dict:
+    memory = MemoryWatch(stack.settings.kafka_bootstrap, consumer_group(stack.settings, "budsjett"),
+                         stack.settings.topics.budget, memory_milestone(oracle.events))
+    try:
+        return _run_to_oracle(stack, oracle, workers, base_urls, timeout_s, poll_interval_s, profile_to, memory)
+    finally:
+        memory.close()
+
+
+def _run_to_oracle(stack: LocalStack, oracle: Oracle, workers: list[tuple[str, int | None]], base_urls: list[str],
+                   timeout_s: float, poll_interval_s: float, profile_to: Path | None, memory: MemoryWatch) -> dict:
     expected = {line: totals.as_dict() for line, totals in oracle.lines.items()}
     spawn_at = time.perf_counter()
     pids, threads, errors = start_workers(stack, workers)
@@ -79,6 +144,7 @@ def run_to_oracle(stack: LocalStack, oracle: Oracle, workers: list[tuple[str, in
                 if matches(expected[line], actual):
                     pending.discard(line)
                     break
+        memory.poll(_pids(stack, workers))
         now = time.perf_counter()
         if now - last_report > 10:
             last_report = now
@@ -107,6 +173,8 @@ def run_to_oracle(stack: LocalStack, oracle: Oracle, workers: list[tuple[str, in
         "cpu_s": round(cpu_total, 2),
         "cpu_s_per_million": round(cpu_total / events * 1_000_000, 1),
         "peak_rss_mb": {name: round(peak_rss_mb(pid) or 0, 1) for name, pid in pids.items()},
+        "memory_at_milestone": memory.sample,
+        "memory_milestone_events": memory.at_events,
         "pids": pids,
     }
 

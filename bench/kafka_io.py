@@ -126,3 +126,12 @@ def broker_ceiling(bootstrap: str, topic: str, messages: int, timeout_s: float =
         "jvm_wall_s": wall_s,
         "raw": parsed,
     }
+
+
+def committed_events(admin, group: str, topic: str) -> int:
+    """Input events a consumer group has committed on `topic`: the sum of its committed offsets.
+
+    `admin` is a kafka-python KafkaAdminClient (kept open by the caller: this is polled).
+    """
+    committed = admin.list_group_offsets({group: None}).get(group, {})
+    return sum(offset.offset for tp, offset in committed.items() if tp.topic == topic and offset.offset > 0)

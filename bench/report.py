@@ -1,5 +1,22 @@
-"""The results table (Markdown, so the same text goes into RESULTS.md and the README)."""
+"""The results table and the targets of issue 12 (Markdown, so the same text goes into RESULTS.md and the README)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+# Issue 12's targets, on this 2-core machine, in one run.
+TARGET_BUDSJETT_EVENTS_PER_S = 10_000
+TARGET_SHARE_OF_QUIX_CEILING = 0.40
+TARGET_PEAK_RSS_MB = 300
+TARGET_RSS_AT_EVENTS = 1_000_000
+# "Flat as events grow", read here as: the peak at the end is at most this multiple of the peak
+# at the first reading (200 k of 1 M events), while the events applied grew five-fold.
+TARGET_RSS_GROWTH_MAX = 1.25
+TARGET_REPLAY_S = 30.0
+TARGET_REPLAY_EVENTS = 1_000_000
+TARGET_P99_MS = 500.0
+TARGET_LATENCY_RATE_PER_S = 1000.0
+TARGET_SCALE_FACTOR = 1.7
 
 
 def _num(value, digits: int = 0) -> str:
@@ -39,10 +56,15 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                       _num(faust["cpu_s_per_million"], 1), _ratio(faust_rate, ceiling),
                       f"{_num(faust['seconds'], 1)} s after {_num(faust['seconds_incl_startup'] - faust['seconds'], 1)} s "
                       f"start-up; peak RSS {_num(faust.get('peak_rss_mb'))} MB"))
-    if (batched := phases.get("faust_ceiling_batched")):
-        table.append(("Faust ceiling, batches as budsjett", _num(batched["events_per_s"]),
-                      _num(batched["cpu_s_per_million"], 1), _ratio(batched["events_per_s"], ceiling),
-                      f"{_num(batched['seconds'], 1)} s; peak RSS {_num(batched.get('peak_rss_mb'))} MB"))
+    quix = phases.get("quix_ceiling", {})
+    quix_rate = quix.get("events_per_s")
+    if quix:
+        table.append(("Quix ceiling (bare app + json, RocksDB state, exactly-once)", _num(quix_rate),
+                      _num(quix["cpu_s_per_million"], 1), _ratio(quix_rate, ceiling),
+                      f"{_num(quix['seconds'], 1)} s after {_num(quix['seconds_incl_startup'] - quix['seconds'], 1)} s "
+                      f"start-up; checkpoint every {_num(quix.get('commit_interval_s', 0) * 1000)} ms, last commit "
+                      f"and close {_num(quix.get('final_commit_and_close_s'), 1)} s; peak RSS "
+                      f"{_num(quix.get('peak_rss_mb'))} MB"))
     for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),
                        ("budsjett_2_workers", "budsjett end-to-end, 2 workers")):
         if (run := phases.get(key)):
@@ -50,6 +72,8 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             table.append((label, _num(run["events_per_s"]), _num(run["cpu_s_per_million"], 1),
                           _ratio(run["events_per_s"], ceiling),
                           f"{_num(run['seconds'], 1)} s after {_num(run['startup_s'], 1)} s start-up; peak RSS {rss} MB"
+                          + _memory_note(run)
+                          + (f"; {_ratio(run['events_per_s'], quix_rate)} of the Quix ceiling" if quix_rate else "")
                           + (f"; {_ratio(run['events_per_s'], faust_rate)} of the Faust ceiling" if faust_rate else "")
                           + (f"; {run['events_per_s'] / one['events_per_s']:.2f}× one worker"
                              if key == "budsjett_2_workers" and (one := phases.get("budsjett_1_worker")) else "")))
@@ -83,6 +107,127 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     return table
 
 
+def _memory_note(run: dict) -> str:
+    sample = run.get("memory_at_milestone")
+    if not sample:
+        return ""
+    peaks = ", ".join(_num(v) for v in sample["peak_rss_mb"].values())
+    return f" ({peaks} MB at {_num(sample['events_committed'])} events committed)"
+
+
+class Verdict(Enum):
+    MET = "met"
+    MISSED = "missed"
+    NOT_MEASURED = "not measured"
+    NOT_JUDGED = "not judged"
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    target: str
+    measured: str
+    verdict: Verdict
+    why: str = ""  # for NOT_JUDGED: what the run lacked
+
+
+def _judge(target: str, measured: str, holds: bool) -> TargetCheck:
+    return TargetCheck(target, measured, Verdict.MET if holds else Verdict.MISSED)
+
+
+def _missing(target: str, phase: str) -> TargetCheck:
+    return TargetCheck(target, "–", Verdict.NOT_MEASURED, f"no {phase} in this run")
+
+
+def _budsjett_checks(phases: dict) -> list[TargetCheck]:
+    one = phases.get("budsjett_1_worker")
+    rate_target = f"budsjett end-to-end, 1 worker ≥ {_num(TARGET_BUDSJETT_EVENTS_PER_S)} events/s"
+    share_target = f"budsjett ≥ {TARGET_SHARE_OF_QUIX_CEILING * 100:.0f} % of the Quix ceiling (same run)"
+    rss_target = f"budsjett peak RSS ≤ {TARGET_PEAK_RSS_MB} MB after {_num(TARGET_RSS_AT_EVENTS)} events"
+    flat_target = f"budsjett memory flat as events grow (end peak ≤ {TARGET_RSS_GROWTH_MAX}× the first reading)"
+    if not one:
+        return [_missing(name, "budsjett phase") for name in (rate_target, share_target, rss_target, flat_target)]
+    rate = one["events_per_s"]
+    checks = [_judge(rate_target, f"{_num(rate)} events/s", rate >= TARGET_BUDSJETT_EVENTS_PER_S)]
+    quix_rate = phases.get("quix_ceiling", {}).get("events_per_s")
+    checks.append(_judge(share_target, f"{_ratio(rate, quix_rate)} ({_num(rate)} of {_num(quix_rate)} events/s)",
+                         rate >= TARGET_SHARE_OF_QUIX_CEILING * quix_rate) if quix_rate
+                  else _missing(share_target, "quix phase"))
+    peak = max(one["peak_rss_mb"].values(), default=0)
+    if one["events"] >= TARGET_RSS_AT_EVENTS:
+        checks.append(_judge(rss_target, f"{_num(peak)} MB after {_num(one['events'])} events",
+                             peak <= TARGET_PEAK_RSS_MB))
+    else:
+        checks.append(TargetCheck(rss_target, f"{_num(peak)} MB after {_num(one['events'])} events",
+                                  Verdict.NOT_JUDGED, f"the run had fewer than {_num(TARGET_RSS_AT_EVENTS)} events"))
+    sample = one.get("memory_at_milestone")
+    if sample:
+        first = max(sample["peak_rss_mb"].values(), default=0)
+        growth = peak / first if first else float("inf")
+        checks.append(_judge(flat_target, f"{_num(first)} MB at {_num(sample['events_committed'])} → {_num(peak)} MB "
+                                          f"at {_num(one['events'])} events ({growth:.2f}×)",
+                             growth <= TARGET_RSS_GROWTH_MAX))
+    else:
+        checks.append(TargetCheck(flat_target, "–", Verdict.NOT_MEASURED, "no memory reading before the end"))
+    return checks
+
+
+def _replay_check(phases: dict) -> TargetCheck:
+    target = f"replay of {_num(TARGET_REPLAY_EVENTS)} events ≤ {_num(TARGET_REPLAY_S)} s, every line right"
+    replay = phases.get("replay")
+    if not replay:
+        return _missing(target, "replay phase")
+    wrong = len(replay.get("lines_wrong", []))
+    measured = f"{_num(replay['seconds'], 1)} s for {_num(replay['events'])} events; lines wrong: {wrong}"
+    if wrong or replay["events"] >= TARGET_REPLAY_EVENTS:
+        return _judge(target, measured, not wrong and replay["seconds"] <= TARGET_REPLAY_S)
+    return TargetCheck(target, measured, Verdict.NOT_JUDGED,
+                       f"the run had fewer than {_num(TARGET_REPLAY_EVENTS)} events")
+
+
+def _latency_checks(phases: dict) -> list[TargetCheck]:
+    runs = phases.get("latency") or []
+    runs = runs if isinstance(runs, list) else [runs]
+    at_rate = next((run for run in runs if run.get("offered_rate_per_s") == TARGET_LATENCY_RATE_PER_S), None)
+    checks = []
+    for channel, label in (("http", "HTTP"), ("metrics", "/metrics")):
+        target = f"p99 publish→visible via {label} ≤ {_num(TARGET_P99_MS)} ms at {_num(TARGET_LATENCY_RATE_PER_S)} events/s"
+        summary = (at_rate or {}).get(channel)
+        if not summary:
+            checks.append(_missing(target, f"latency run at {_num(TARGET_LATENCY_RATE_PER_S)} events/s"))
+            continue
+        all_seen = summary["visible"] == summary["events"]
+        p99 = summary["p99_ms"]
+        checks.append(_judge(target, f"p99 {_num(p99)} ms ({summary['visible']}/{summary['events']} seen)",
+                             all_seen and p99 is not None and p99 <= TARGET_P99_MS))
+    return checks
+
+
+def _scale_check(phases: dict) -> TargetCheck:
+    target = f"two workers on four partitions ≥ {TARGET_SCALE_FACTOR}× one"
+    one, two = phases.get("budsjett_1_worker"), phases.get("budsjett_2_workers")
+    if not (one and two):
+        return _missing(target, "budsjett and scale phases")
+    factor = two["events_per_s"] / one["events_per_s"]
+    return _judge(target, f"{factor:.2f}× ({_num(two['events_per_s'])} vs {_num(one['events_per_s'])} events/s)",
+                  factor >= TARGET_SCALE_FACTOR)
+
+
+def target_checks(results: dict) -> list[TargetCheck]:
+    """Every target of issue 12 against this run: met, missed, or why it could not be judged."""
+    phases = results.get("phases", {})
+    return [*_budsjett_checks(phases), _replay_check(phases), *_latency_checks(phases), _scale_check(phases)]
+
+
+def targets_table(results: dict) -> str:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    for check in target_checks(results):
+        verdict = check.verdict.value + (f" ({check.why})" if check.why else "")
+        if check.verdict in (Verdict.MET, Verdict.MISSED):
+            verdict = f"**{verdict}**"
+        lines.append(f"| {check.target} | {check.measured} | {verdict} |")
+    return "\n".join(lines)
+
+
 def table(results: dict) -> str:
     header = ("measurement", "events/s", "CPU s / 1M events", "vs Python ceiling", "notes")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
@@ -98,4 +243,5 @@ def table(results: dict) -> str:
                  f"{_num(start.get('loadavg_1m'), 2)} at start, {_num(end.get('loadavg_1m'), 2)} at end.")
     for phase, reason in results.get("skipped", {}).items():
         lines.append(f"skipped {phase}: {reason}")
+    lines += ["", "Against the targets of issue 12:", "", targets_table(results)]
     return "\n".join(lines)

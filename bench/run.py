@@ -35,8 +35,7 @@ from services.localstack.processes import free_port  # noqa: E402
 from services.localstack.stack import LocalStack  # noqa: E402
 from services.shared.topics import ensure_topics  # noqa: E402
 
-FAUST_BATCH = 1000  # budsjett's batch size (services/budsjett/app.py BATCH_MAX)
-ALL_PHASES = ("broker", "python", "faust", "budsjett", "latency", "milepael", "replay", "scale", "ingest")
+ALL_PHASES = ("broker", "python", "faust", "quix", "budsjett", "latency", "milepael", "replay", "scale", "ingest")
 
 
 def progress(message: str) -> None:
@@ -136,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if "faust" in args.phases:
             progress("Faust ceiling: a bare Faust agent (parse JSON, sum amounts, no table)")
-            phases["faust_ceiling"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp)
-            progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s; "
-                     f"now in batches as budsjett consumes")
-            phases["faust_ceiling_batched"] = faust_ceiling(main_settings, topic, count, oracle, args.timeout_s, tmp,
-                                                            batch=FAUST_BATCH)
-            progress(f"Faust ceiling, batched: {phases['faust_ceiling_batched']['events_per_s']:.0f} events/s")
+            phases["faust_ceiling"] = engine_ceiling("faust", main_settings, topic, count, oracle, args.timeout_s, tmp)
+            progress(f"Faust ceiling: {phases['faust_ceiling']['events_per_s']:.0f} events/s")
+
+        if "quix" in args.phases:
+            progress("Quix ceiling: a bare Quix Streams app (parse JSON, sum amounts in RocksDB state, exactly-once)")
+            phases["quix_ceiling"] = engine_ceiling("quix", main_settings, topic, count, oracle, args.timeout_s, tmp)
+            progress(f"Quix ceiling: {phases['quix_ceiling']['events_per_s']:.0f} events/s")
 
         # Replay rebuilds from the whole log: it runs on the full --events topic (its target is 1 M events).
         full_settings, full_oracle = main_settings, oracle
@@ -253,18 +253,19 @@ def check_sums_against_oracle(who: str, sums: dict, oracle: Oracle) -> None:
         raise RuntimeError(f"{who} sums differ from the oracle on {len(wrong)} lines, e.g. {wrong[:3]}")
 
 
-def faust_ceiling(settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float, tmp: Path,
-                  batch: int | None = None) -> dict:
-    """bench/faust_ceiling.py as its own process, on the same topic; its sums checked against the oracle."""
-    out = tmp / f"faust-ceiling{batch or ''}.json"
-    measured = run_measured([sys.executable, "-m", "bench.faust_ceiling", "--topic", topic, "--events", str(count),
-                             "--out", str(out), *(["--batch", str(batch)] if batch else [])],
+def engine_ceiling(engine: str, settings: Settings, topic: str, count: int, oracle: Oracle, timeout_s: float,
+                   tmp: Path) -> dict:
+    """bench/<engine>_ceiling.py as its own process, on the same topic; its sums checked against the oracle."""
+    out = tmp / f"{engine}-ceiling.json"
+    log_path = tmp / f"{engine}-ceiling.log"
+    measured = run_measured([sys.executable, "-m", f"bench.{engine}_ceiling", "--topic", topic, "--events", str(count),
+                             "--out", str(out)],
                             env={**settings.to_env(), "PYTHONPATH": str(REPO)}, timeout_s=timeout_s + 60,
-                            log_path=tmp / "faust-ceiling.log")
+                            log_path=log_path)
     if measured["returncode"] != 0 or not out.exists():
-        raise RuntimeError(f"Faust ceiling failed ({measured['returncode']}); see {tmp / 'faust-ceiling.log'}")
+        raise RuntimeError(f"{engine} ceiling failed ({measured['returncode']}); see {log_path}")
     result = json.loads(out.read_text())
-    check_sums_against_oracle("Faust ceiling", result.pop("sums"), oracle)
+    check_sums_against_oracle(f"{engine} ceiling", result.pop("sums"), oracle)
     result.update({"process_cpu_s": round(measured["cpu_s"], 2), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
                    "process_seconds": round(measured["seconds"], 2), "sums_match_oracle": True})
     return result

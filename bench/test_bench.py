@@ -109,7 +109,7 @@ def test_budsjett_is_reported_against_both_the_python_and_the_faust_ceiling():
                "phases": {"python_ceiling": {"events_per_s": 10000.0, "cpu_s_per_million": 5.0},
                           "faust_ceiling": {"events_per_s": 2000.0, "cpu_s_per_million": 400.0, "seconds": 5.0,
                                             "seconds_incl_startup": 7.0},
-                          "budsjett_1_worker": {"events_per_s": 1000.0, "cpu_s_per_million": 900.0, "seconds": 10.0,
+                          "budsjett_1_worker": {"events": 10, "events_per_s": 1000.0, "cpu_s_per_million": 900.0, "seconds": 10.0,
                                                 "startup_s": 3.0, "peak_rss_mb": {"budsjett": 100}}}}
     text = table(results)
     faust_row = next(line for line in text.splitlines() if line.startswith("| Faust ceiling"))
@@ -137,3 +137,92 @@ def test_every_services_peak_memory_is_in_the_table():
                                                       "p99_ms": 2, "statuses": {"202": 1}}}}, "skipped": {}})
     assert "milepael: 51 reforms" in text and "peak RSS 91 MB" in text
     assert "ingest peak RSS 77 MB" in text
+
+
+def _full_run(**overrides) -> dict:
+    """A 1 M-event run's phases as bench/run.py records them (only the fields the report reads)."""
+    latency_summary = {"events": 30000, "visible": 30000, "p50_ms": 90.0, "p99_ms": 300.0, "max_ms": 400.0}
+    phases = {
+        "python_ceiling": {"events_per_s": 100_000.0, "cpu_s_per_million": 7.0},
+        "quix_ceiling": {"events_per_s": 25_000.0, "cpu_s_per_million": 40.0, "seconds": 40.0,
+                         "seconds_incl_startup": 43.0, "commit_interval_s": 0.1, "final_commit_and_close_s": 0.2},
+        "budsjett_1_worker": {"events": 1_000_000, "events_per_s": 12_000.0, "cpu_s_per_million": 90.0,
+                              "seconds": 83.3, "startup_s": 3.0, "peak_rss_mb": {"budsjett": 250.0},
+                              "memory_at_milestone": {"events_committed": 200_100, "rss_mb": {"budsjett": 230.0},
+                                                      "peak_rss_mb": {"budsjett": 240.0}}},
+        "budsjett_2_workers": {"events": 1_000_000, "events_per_s": 21_000.0, "cpu_s_per_million": 95.0,
+                               "seconds": 47.6, "startup_s": 3.0, "peak_rss_mb": {"budsjett": 200.0, "budsjett-2": 190.0}},
+        "replay": {"events": 1_000_000, "seconds": 25.0, "events_per_s": 40_000.0, "cpu_s_per_million": 20.0,
+                   "peak_rss_mb": 200.0, "lines_wrong": []},
+        "latency": [{"offered_rate_per_s": 1000.0, "achieved_send_rate_per_s": 990.0,
+                     "http": latency_summary, "metrics": {**latency_summary, "p99_ms": 650.0}}],
+    }
+    phases.update(overrides)
+    return {"events": 1_000_000, "machine": {}, "phases": phases, "skipped": {}}
+
+
+def _verdicts(results: dict) -> dict[str, str]:
+    from bench.report import target_checks
+
+    return {check.target: check.verdict.value for check in target_checks(results)}
+
+
+def test_every_target_of_issue_12_is_printed_with_met_or_missed():
+    from bench.report import table
+
+    text = table(_full_run())
+    targets = text.split("Against the targets of issue 12:")[1]
+    rows = [line for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
+    assert len(rows) == 8
+    assert "| budsjett end-to-end, 1 worker ≥ 10 000 events/s | 12 000 events/s | **met** |" in rows
+    assert any(row.startswith("| budsjett ≥ 40 % of the Quix ceiling") and "48 %" in row and "**met**" in row
+               for row in rows)
+    assert any(row.startswith("| p99 publish→visible via /metrics") and "p99 650 ms" in row and "**missed**" in row
+               for row in rows)
+    assert any(row.startswith("| two workers on four partitions") and "1.75×" in row and "**met**" in row
+               for row in rows)
+
+
+def test_memory_that_grows_with_the_events_misses_the_flat_target():
+    one = _full_run()["phases"]["budsjett_1_worker"]
+    verdicts = _verdicts(_full_run(budsjett_1_worker={**one, "peak_rss_mb": {"budsjett": 420.0}}))
+    assert verdicts["budsjett peak RSS ≤ 300 MB after 1 000 000 events"] == "missed"
+    assert verdicts["budsjett memory flat as events grow (end peak ≤ 1.25× the first reading)"] == "missed"
+    assert _verdicts(_full_run())["budsjett memory flat as events grow (end peak ≤ 1.25× the first reading)"] == "met"
+
+
+def test_a_short_run_does_not_judge_the_one_million_event_targets():
+    short = _full_run()
+    short["phases"]["budsjett_1_worker"] = {**short["phases"]["budsjett_1_worker"], "events": 50_000}
+    short["phases"]["replay"] = {**short["phases"]["replay"], "events": 50_000, "seconds": 2.0}
+    verdicts = _verdicts(short)
+    assert verdicts["budsjett peak RSS ≤ 300 MB after 1 000 000 events"] == "not judged"
+    assert verdicts["replay of 1 000 000 events ≤ 30 s, every line right"] == "not judged"
+
+
+def test_a_wrong_replay_misses_however_fast_or_short():
+    results = _full_run(replay={"events": 50_000, "seconds": 1.0, "events_per_s": 50_000.0,
+                                "cpu_s_per_million": 1.0, "peak_rss_mb": 1.0, "lines_wrong": ["bench-001"]})
+    assert _verdicts(results)["replay of 1 000 000 events ≤ 30 s, every line right"] == "missed"
+
+
+def test_latency_with_events_never_seen_misses_the_target():
+    summary = {"events": 100, "visible": 99, "p50_ms": 1.0, "p99_ms": 2.0, "max_ms": 3.0}
+    results = _full_run(latency=[{"offered_rate_per_s": 1000.0, "achieved_send_rate_per_s": 1000.0,
+                                  "http": summary, "metrics": summary}])
+    assert _verdicts(results)["p99 publish→visible via HTTP ≤ 500 ms at 1 000 events/s"] == "missed"
+
+
+def test_budsjett_is_reported_against_the_quix_ceiling_and_its_memory_at_200k():
+    from bench.report import table
+
+    row = next(line for line in table(_full_run()).splitlines()
+               if line.startswith("| budsjett end-to-end, 1 worker"))
+    assert "48 % of the Quix ceiling" in row and "240 MB at 200 100 events committed" in row
+
+
+def test_memory_is_read_first_at_200k_of_a_million_and_at_a_fifth_of_a_short_run():
+    from bench.budsjett_bench import memory_milestone
+
+    assert memory_milestone(1_000_000) == 200_000
+    assert memory_milestone(50_000) == 10_000
