@@ -55,6 +55,10 @@ COMMIT_INTERVAL_S = 0.1
 # back at once instead of waiting for the dead member's session to expire (~45 s).
 SESSION_TIMEOUT_MS = 10_000
 MONITOR_INTERVAL_S = 1.0
+# librdkafka's default partitioner (CRC32) puts a key on another partition than Java's and
+# kafka-python's (murmur2). A line's events and its cross-line credits must share one
+# partition whoever produced them, so every producer of ours uses murmur2.
+PARTITIONER = "murmur2_random"
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
             "client.id": f"{service}:{member}",
             "fetch.wait.max.ms": 50,
         },
-        producer_extra_config={"transactional.id": member, "linger.ms": 5},
+        producer_extra_config={"transactional.id": member, "linger.ms": 5, "partitioner": PARTITIONER},
         loglevel=settings.log_level.upper() if settings.log_level.lower() != "warn" else "WARNING",
         auto_create_topics=True,
     )
