@@ -473,6 +473,7 @@ class Event:
         return []
 
 
+_OPTIONAL_TEXT_ATTRIBUTES = ("subject", "dataschema")
 _ENVELOPE_FIELDS = {"specversion", "id", "source", "type", "time", "datacontenttype", "subject", "data", "dataschema"}
 
 
@@ -532,6 +533,10 @@ def parse_event(document: object) -> Event:
         problems.append(FieldProblem("specversion", 'required: "1.0" (CloudEvents 1.0)'))
     if document.get("datacontenttype", "application/json") != "application/json":
         problems.append(FieldProblem("datacontenttype", 'must be "application/json" when given'))
+    for name in _OPTIONAL_TEXT_ATTRIBUTES:  # accepted, not kept by to_wire: still no hostile text
+        value = document.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT_LENGTH and value.isprintable()):
+            problems.append(FieldProblem(name, f"must be a string of at most {MAX_TEXT_LENGTH} printable characters"))
 
     source = document.get("source")
     source_ministry = ""
