@@ -101,7 +101,13 @@ class KnownEvent:
 # --- body ----------------------------------------------------------------------
 
 def decode_body(raw: bytes, max_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH_EVENTS) -> tuple[list[Any], bool]:
-    """Bytes → (items, is_batch). One JSON object is a batch of one; an array is a batch."""
+    """Bytes → (items, is_batch). One JSON object is a batch of one; an array is a batch.
+
+    Text that cannot be written back as UTF-8 (a lone surrogate escape) fails the
+    whole body with 422 naming the event's index and field, so no such string
+    ever reaches a reply, a log or a dead letter; other bad events are reported
+    one by one (see the module docstring).
+    """
     if len(raw) > max_bytes:
         raise BodyError(413, "payload-too-large", f"body is {len(raw)} bytes; the limit is {max_bytes}")
     if not raw.strip():

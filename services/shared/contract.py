@@ -39,9 +39,7 @@ from pydantic import (
 from services.shared.jsonio import dumps_compact, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.money import format_ore, parse_nok_to_ore
-from services.shared.problems import ContractError, FieldProblem, printable_key
-
-__all__ = ["ContractError", "FieldProblem", "Event", "parse_event", "decode_event", "make_event", "event_type"]
+from services.shared.problems import SURROGATE_REASON, ContractError, FieldProblem, printable_key
 
 TYPE_PREFIX = "no.reformspor."
 SOURCE_PREFIX = "urn:no:dep:"
@@ -96,14 +94,14 @@ def is_event_id(value: object) -> bool:
 
 
 def _check_identifier(value: str) -> str:
-    if not _ID_PATTERN.fullmatch(value):
+    if not is_identifier(value):
         raise ValueError("use ASCII letters, digits and . _ : / - only, starting with a letter or digit")
     return value
 
 
 def _check_event_id(value: str) -> str:
     if not is_event_id(value):
-        raise ValueError(f"must be 1 to {MAX_EVENT_ID_LENGTH} printable characters (an event id)")
+        raise ValueError(f"must be {EVENT_ID_RULE} (an event id)")
     return value
 
 
@@ -509,7 +507,7 @@ def _pydantic_problems(error: ValidationError, prefix: str) -> list[FieldProblem
         path = ".".join(parts).replace("from_", "from")
         message = item["msg"]
         if item["type"] == "string_unicode":  # a lone surrogate: pydantic's words do not say so
-            message = "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not a character"
+            message = SURROGATE_REASON
         for noise in ("Value error, ", "Assertion failed, "):
             message = message.removeprefix(noise)
         problems.append(FieldProblem(path, message))
@@ -523,8 +521,7 @@ def parse_event(document: object) -> Event:
     problems: list[FieldProblem] = []
     event_id = document.get("id")
     if not is_event_id(event_id):
-        problems.append(FieldProblem("id", f"required: a string of 1 to {MAX_EVENT_ID_LENGTH} printable characters "
-                                           "(the idempotency key)"))
+        problems.append(FieldProblem("id", f"required: a string of {EVENT_ID_RULE} (the idempotency key)"))
         event_id = None
     unknown = sorted(printable_key(key) for key in set(document) - _ENVELOPE_FIELDS)
     if unknown:

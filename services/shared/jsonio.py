@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from services.shared.money import FloatToken
-from services.shared.problems import ContractError, FieldProblem, printable_key
+from services.shared.problems import SURROGATE_REASON, ContractError, FieldProblem, printable_key
 
 MAX_DOCUMENT_BYTES = 1_048_576
 MAX_NESTING_DEPTH = 32
@@ -85,12 +85,13 @@ def _nesting_depth_exceeds(raw: str, limit: int) -> bool:
 
 
 def surrogate_path(document: Any, path: str = "") -> str | None:
-    """The dotted path of the first key or string holding a lone surrogate ("" for the document itself), or None."""
+    """The dotted path (as the contract names fields: data.stages.0.name) of the first key or
+    string holding a lone surrogate ("" for the document itself), or None."""
     if isinstance(document, str):
         return path if _SURROGATE.search(document) else None
     if isinstance(document, dict):
         for key, value in document.items():
-            key_path = f"{path}.{printable_key(key)}" if path else printable_key(key)
+            key_path = _join(path, printable_key(key))
             if isinstance(key, str) and _SURROGATE.search(key):
                 return key_path
             found = surrogate_path(value, key_path)
@@ -98,10 +99,14 @@ def surrogate_path(document: Any, path: str = "") -> str | None:
                 return found
     elif isinstance(document, (list, tuple)):
         for index, value in enumerate(document):
-            found = surrogate_path(value, f"{path}[{index}]")
+            found = surrogate_path(value, _join(path, str(index)))
             if found is not None:
                 return found
     return None
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path else part
 
 
 def loads_strict(raw: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
@@ -135,14 +140,8 @@ def loads_strict(raw: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if _MAYBE_SURROGATE.search(text):
         where = surrogate_path(document)
         if where is not None:
-            raise JsonInputError(_SURROGATE_REASON, path=where)
+            raise JsonInputError(SURROGATE_REASON, path=where)
     return document
-
-
-_SURROGATE_REASON = (
-    "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not a character; "
-    "send text as valid UTF-8"
-)
 
 
 def _utf8(json_text: str) -> bytes:

@@ -29,6 +29,12 @@ class ContractError(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+SURROGATE_REASON = (
+    "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not a character; "
+    "send text as valid UTF-8"
+)
+
+
 def printable_key(key: object, limit: int = 30) -> str:
     """A key or value as it may appear in a reason or path: control characters and
     lone surrogates escaped, so the reason itself can always be logged and encoded as UTF-8."""

@@ -297,7 +297,7 @@ def test_lone_surrogate_in_the_id_a_key_or_deep_inside_is_refused_by_the_contrac
     nested = sample_event("reform_registrert")
     nested["data"]["stages"][0]["milestones"][0]["name"] = SURROGATE
     [(path, _)] = wire_problems(nested)
-    assert path == "data.stages[0].milestones[0].name"
+    assert path == "data.stages.0.milestones.0.name"  # as pydantic names it for the decoded document
 
 
 def test_every_reason_can_itself_be_written_as_utf8():
