@@ -422,3 +422,14 @@ def test_dates_in_other_scripts_digits_are_refused():
 def test_optional_envelope_text_is_checked_too(name, value):
     assert [path for path, _ in problems_of({**sample_event(), name: value})] == [name]
     assert parse_event({**sample_event(), name: "linje 0-24"}).id == "e-1"
+
+
+@pytest.mark.parametrize("text", ['"\ud800"', '{"tittel": "Tidlig innsats \udc00"}', '["ø", {"k\udbff": 1}]'])
+def test_reader_refuses_raw_lone_surrogates_in_text_input(text):
+    """Text handed over already decoded (not bytes) can hold the surrogate itself, not only its escape."""
+    with pytest.raises(JsonInputError, match="surrogate"):
+        loads_strict(text)
+
+
+def test_reader_lets_escaped_backslashes_and_pairs_through():
+    assert loads_strict(r'["\\ud800", "\ud83d\ude00"]') == ["\\ud800", "\U0001F600"]
