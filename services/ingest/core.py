@@ -277,13 +277,20 @@ def token_hash(token: str) -> str:
 
 
 def parse_bearer(header: str | None) -> str | None:
+    """The token from an Authorization header, or None. Tokens are printable ASCII
+    (rfs_<code>_<urlsafe base64>); anything else, such as a header byte the server
+    decoded to a lone surrogate, is no token rather than a failure to hash it."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
-    if scheme.lower() != "bearer" or not value or len(value) > 200:
+    if scheme.lower() != "bearer" or not value or len(value) > 200 or not _is_printable_ascii(value):
         return None
     return value
+
+
+def _is_printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def sign(key: str, value: bytes) -> str:
@@ -292,4 +299,6 @@ def sign(key: str, value: bytes) -> str:
 
 
 def signature_valid(key: str, value: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, value), signature.strip().lower())
+    signature = signature.strip().lower()
+    # compare_digest raises TypeError on non-ASCII text: such a signature is simply wrong.
+    return signature.isascii() and hmac.compare_digest(sign(key, value), signature)

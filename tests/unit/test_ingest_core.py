@@ -261,3 +261,20 @@ def test_a_rejected_documents_dead_letter_and_reply_can_always_be_written():
     assert result.status == REJECTED
     assert loads_strict(dumps_raw(result.raw).replace(b"\\ud800", b"").replace(b"\\udfff", b""))
     assert b"\\ud800" in dumps_compact(core.response_body([result], 422))
+
+
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=60))
+def test_any_authorization_header_is_a_token_or_none_never_a_crash(text):
+    """aiohttp decodes header bytes with surrogateescape: b"\\xff" arrives as "\\udcff"."""
+    token = core.parse_bearer(f"Bearer {text}")
+    assert token is None or core.token_hash(token)
+
+
+@pytest.mark.parametrize("header", ["Bearer rfs_bfd_\udcff", "Bearer rfs_bfd_\u00e9", "Bearer rfs\x00bfd"])
+def test_non_ascii_or_control_characters_make_no_token(header):
+    assert core.parse_bearer(header) is None
+
+
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=80))
+def test_any_signature_text_is_valid_or_not_never_a_crash(signature):
+    assert core.signature_valid("key", b"{}", signature) is False
