@@ -77,6 +77,7 @@ MAX_EVENT_ID_LENGTH = 128
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _DECIMAL_PATTERN = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,4})?")  # a short exponent: Decimal() raises on huge ones
 MAX_DECIMAL_PLACES = 30
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 IDENTIFIER_RULE = f"1 to {MAX_ID_LENGTH} ASCII letters, digits and . _ : / -, starting with a letter or digit"
@@ -123,6 +124,15 @@ def _money(value: object) -> int:
     return parse_nok_to_ore(value)
 
 
+def _iso_date(value: object) -> object:
+    # pydantic alone would also take 1780099200 or "2026-05-30T00:00:00" as a date.
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value  # pydantic checks the month and day
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
 def _decimal_value(value: object) -> str:
     # KPI values and weights may be JSON numbers: we read them as exact decimals.
     if isinstance(value, bool):
@@ -151,6 +161,7 @@ Ore = Annotated[int, BeforeValidator(_money), PlainSerializer(format_ore, return
 PositiveOre = Annotated[Ore, Field(gt=0)]
 ExactDecimal = Annotated[str, BeforeValidator(_decimal_value)]
 StrictInt = Annotated[int, Strict()]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Phase = Literal["utredning", "utvikling", "implementering"]
 Kap = Annotated[int, Strict(), Field(ge=1, le=9999)]
 Post = Annotated[int, Strict(), Field(ge=1, le=99)]
@@ -251,7 +262,7 @@ class MilestonePlan(_Data):
     milestone_id: Identifier
     name: Text
     weight: Annotated[int, Strict(), Field(ge=1, le=1000)]
-    due: date
+    due: IsoDate
     required: bool = True
     responsible: MinistryCode
 
@@ -297,8 +308,8 @@ class Funding(_Data):
 class StagePlan(_Data):
     stage_id: Identifier
     name: Text
-    planned_start: date
-    planned_finish: date
+    planned_start: IsoDate
+    planned_finish: IsoDate
     planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
     milestones: list[MilestonePlan] = Field(min_length=1, max_length=200)
     funding: list[Funding] = Field(default_factory=list, max_length=20)
@@ -346,15 +357,15 @@ class _MilestoneEvent(_Data):
 
 
 class MilepaelStartet(_MilestoneEvent):
-    started_on: date | None = None
+    started_on: IsoDate | None = None
 
 
 class MilepaelFullfort(_MilestoneEvent):
-    completed_on: date | None = None
+    completed_on: IsoDate | None = None
 
 
 class MilepaelForsinket(_MilestoneEvent):
-    forecast_date: date
+    forecast_date: IsoDate
     reason: Text = ""
 
 
@@ -364,7 +375,7 @@ class IndikatorMalt(_Data):
     indicator: Identifier
     value: ExactDecimal
     ministry: MinistryCode
-    measured_on: date | None = None
+    measured_on: IsoDate | None = None
 
     def owner_ministries(self) -> set[str]:
         return {self.ministry}
@@ -383,13 +394,13 @@ class PortBeslutning(_Data):
 
 class MilestoneReplan(_Data):
     milestone_id: Identifier
-    due: date
+    due: IsoDate
 
 
 class PlanJustert(_Data):
     reform_id: Identifier
     stage_id: Identifier
-    planned_finish: date
+    planned_finish: IsoDate
     planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
     milestones: list[MilestoneReplan] = Field(default_factory=list, max_length=200)
     reason: Text = ""

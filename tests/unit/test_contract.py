@@ -433,3 +433,11 @@ def test_reader_refuses_raw_lone_surrogates_in_text_input(text):
 
 def test_reader_lets_escaped_backslashes_and_pairs_through():
     assert loads_strict(r'["\\ud800", "\ud83d\ude00"]') == ["\\ud800", "\U0001F600"]
+
+
+@pytest.mark.parametrize("value", ["2026-05-30T00:00:00", 1780099200, "1780099200", "2026-5-30", "2026-05-30\n",
+                                   "2026-02-30"])
+def test_dates_are_yyyy_mm_dd_only(value):
+    [(path, _)] = problems_of(sample_event("milepael_fullfort", completed_on=value))
+    assert path == "data.completed_on"
+    assert parse_event(sample_event("milepael_fullfort", completed_on="2026-05-30")).data.completed_on.day == 30
