@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from services.budsjett import core as budsjett
@@ -179,10 +179,14 @@ def mutate(value: Any, hostile: str, how: str) -> str:
     return {"append": text + hostile, "prepend": hostile + text, "replace": hostile, "infix": text[:1] + hostile + text[1:]}[how]
 
 
-def set_at(document: Any, path: tuple, value: Any) -> None:
-    for part in path[:-1]:
+def get_at(document: Any, path: tuple) -> Any:
+    for part in path:
         document = document[part]
-    document[path[-1]] = value
+    return document
+
+
+def set_at(document: Any, path: tuple, value: Any) -> None:
+    get_at(document, path[:-1])[path[-1]] = value
 
 
 @PROPERTY
@@ -206,21 +210,14 @@ def test_hostile_text_in_any_field_is_refused_or_harmless(kind, data, hostile, h
 @PROPERTY
 @given(st.sampled_from(KINDS), st.data(), hostile_text, json_leaves)
 def test_hostile_key_anywhere_is_refused(kind, data, key, value):
+    assume(not re.fullmatch(r"[a-z_]+", key))  # could name a real optional field ("kap", "subject")
     document = sample_event(kind)
-    containers = [()] + [path[:i] for path, _ in leaves(document) for i in range(1, len(path))
-                         if isinstance(_get(document, path[:i]), dict)]
-    where = data.draw(st.sampled_from(containers), label="object")
-    target = _get(document, where)
-    if key in target:
-        return
+    objects = sorted({path[:i] for path, _ in leaves(document) for i in range(len(path))
+                      if isinstance(get_at(document, path[:i]), dict)})
+    target = get_at(document, data.draw(st.sampled_from(objects), label="object"))
+    assume(key not in target)
     target[key] = value
     assert parses_or_refuses(parse_event, document) is None
-
-
-def _get(document: Any, path: tuple) -> Any:
-    for part in path:
-        document = document[part]
-    return document
 
 
 @pytest.mark.parametrize("kind", sorted(BUDGET_KINDS))
