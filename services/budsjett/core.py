@@ -25,15 +25,21 @@ import orjson
 
 from services.budsjett.catalogue import Catalogue
 from services.shared.contract import (
+    EVENT_ID_RULE,
+    IDENTIFIER_RULE,
     PHASES,
     SOURCE_PREFIX,
     ContractError,
     Event,
     FieldProblem,
+    is_event_id,
+    is_identifier,
     parse_event,
+    parse_time,
 )
 from services.shared.jsonio import dumps_compact, loads_strict
 from services.shared.ministries import default_registry
+from services.shared.money import MAX_ABS_ORE
 
 AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore")
 TOTAL_FIELDS = AMOUNT_FIELDS + ("disponibelt_ore",)
@@ -121,44 +127,47 @@ class Transfer:
 Message = Event | Transfer
 
 
+def _is_ministry(value: object) -> bool:
+    return isinstance(value, str) and value in default_registry()
+
+
 def _parse_transfer(document: dict) -> Transfer:
+    # Written by budsjett itself, but read from a topic others can write: checked like any input.
     problems = []
     data = document.get("data")
     if not isinstance(data, dict):
         raise ContractError([FieldProblem("data", "required: a JSON object")])
-    for name in ("line_id", "ministry", "phase", "origin_id", "origin_line_id"):
-        if not isinstance(data.get(name), str) or not data.get(name):
-            problems.append(FieldProblem(f"data.{name}", "required string"))
+    for name in ("line_id", "origin_line_id"):
+        if not is_identifier(data.get(name)):
+            problems.append(FieldProblem(f"data.{name}", f"required: {IDENTIFIER_RULE}"))
+    if not is_event_id(data.get("origin_id")):
+        problems.append(FieldProblem("data.origin_id", f"required: {EVENT_ID_RULE}"))
     amount = data.get("amount_ore")
-    if not isinstance(amount, int) or isinstance(amount, bool):
+    if not isinstance(amount, int) or isinstance(amount, bool) or abs(amount) > MAX_ABS_ORE:
         problems.append(FieldProblem("data.amount_ore", "required integer øre"))
     if data.get("phase") not in PHASES:
         problems.append(FieldProblem("data.phase", "unknown phase"))
-    if data.get("ministry") not in default_registry():
+    if not _is_ministry(data.get("ministry")):
         problems.append(FieldProblem("data.ministry", "unknown ministry"))
     source = document.get("source")
-    if not isinstance(source, str) or not source.startswith(SOURCE_PREFIX):
-        problems.append(FieldProblem("source", "required"))
-    try:
-        time = datetime.fromisoformat(str(document.get("time")).replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        problems.append(FieldProblem("time", "not an RFC 3339 timestamp"))
+    if not (isinstance(source, str) and source.startswith(SOURCE_PREFIX)
+            and _is_ministry(source.removeprefix(SOURCE_PREFIX))):
+        problems.append(FieldProblem("source", f"required: {SOURCE_PREFIX}<ministry code>"))
+    time = parse_time(document.get("time"), problems)
     event_id = document.get("id")
-    if not isinstance(event_id, str) or not event_id.endswith("#to"):
-        problems.append(FieldProblem("id", "an internal transfer id ends with #to"))
-    if problems:
-        raise ContractError(problems, event_id=event_id if isinstance(event_id, str) else None)
+    if not is_event_id(event_id) or not event_id.endswith("#to"):
+        problems.append(FieldProblem("id", f"an internal transfer id ends with #to ({EVENT_ID_RULE})"))
+        event_id = None
+    if problems or time is None:
+        raise ContractError(problems, event_id=event_id)
     return Transfer(id=event_id, line_id=data["line_id"], ministry=data["ministry"], phase=data["phase"],
                     amount_ore=amount, origin_id=data["origin_id"], origin_line_id=data["origin_line_id"],
                     source_ministry=source.removeprefix(SOURCE_PREFIX), time=time)
 
 
 def parse_message(raw: bytes | str) -> Message:
-    """Strict JSON, then the contract (or the internal transfer shape). Raises ContractError."""
-    try:
-        document = loads_strict(raw)
-    except ValueError as error:
-        raise ContractError([FieldProblem("", str(error))]) from None
+    """Strict JSON, then the contract (or the internal transfer shape). Raises ContractError, nothing else."""
+    document = loads_strict(raw)  # its JsonInputError is a ContractError
     if isinstance(document, dict) and document.get("type") == TRANSFER_TYPE:
         return _parse_transfer(document)
     event = parse_event(document)

@@ -101,7 +101,13 @@ class KnownEvent:
 # --- body ----------------------------------------------------------------------
 
 def decode_body(raw: bytes, max_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH_EVENTS) -> tuple[list[Any], bool]:
-    """Bytes → (items, is_batch). One JSON object is a batch of one; an array is a batch."""
+    """Bytes → (items, is_batch). One JSON object is a batch of one; an array is a batch.
+
+    Text that cannot be written back as UTF-8 (a lone surrogate escape) fails the
+    whole body with 422 naming the event's index and field, so no such string
+    ever reaches a reply, a log or a dead letter; other bad events are reported
+    one by one (see the module docstring).
+    """
     if len(raw) > max_bytes:
         raise BodyError(413, "payload-too-large", f"body is {len(raw)} bytes; the limit is {max_bytes}")
     if not raw.strip():
@@ -271,13 +277,20 @@ def token_hash(token: str) -> str:
 
 
 def parse_bearer(header: str | None) -> str | None:
+    """The token from an Authorization header, or None. Tokens are printable ASCII
+    (rfs_<code>_<urlsafe base64>); anything else, such as a header byte the server
+    decoded to a lone surrogate, is no token rather than a failure to hash it."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
-    if scheme.lower() != "bearer" or not value or len(value) > 200:
+    if scheme.lower() != "bearer" or not value or len(value) > 200 or not _is_printable_ascii(value):
         return None
     return value
+
+
+def _is_printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def sign(key: str, value: bytes) -> str:
@@ -286,4 +299,6 @@ def sign(key: str, value: bytes) -> str:
 
 
 def signature_valid(key: str, value: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, value), signature.strip().lower())
+    signature = signature.strip().lower()
+    # compare_digest raises TypeError on non-ASCII text: such a signature is simply wrong.
+    return signature.isascii() and hmac.compare_digest(sign(key, value), signature)

@@ -17,7 +17,7 @@ from services.shared.contract import DATA_MODELS, KIND_BY_TYPE, SOURCE_PREFIX
 
 _MONEY = {
     "description": "NOK as a decimal string with at most two decimals, or an integer. Never a JSON float.",
-    "oneOf": [{"type": "string", "pattern": r"^-?\d{1,14}(\.\d{1,2})?$"}, {"type": "integer"}],
+    "oneOf": [{"type": "string", "pattern": r"^-?[0-9]{1,14}(\.[0-9]{1,2})?$"}, {"type": "integer"}],
 }
 _DECIMAL = {"description": "Exact decimal: a decimal string or a JSON number.", "oneOf": [{"type": "string"}, {"type": "number"}]}
 

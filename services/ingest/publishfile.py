@@ -86,7 +86,7 @@ def read_json(text: str) -> tuple[list[Any], list[FileProblem]]:
 
 
 def _cell(name: str, value: str) -> Any:
-    if name in INTEGER_FIELDS and re.fullmatch(r"-?\d{1,12}", value.strip()):
+    if name in INTEGER_FIELDS and re.fullmatch(r"-?[0-9]{1,12}", value.strip()):
         return int(value)
     return value
 

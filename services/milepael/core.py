@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -484,6 +485,9 @@ def evaluate(stage: dict, facts: StageFacts, today: date) -> StageVerdict:
 
 # --- facts from budsjett's totals -----------------------------------------------------
 
+_ORE_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
 def totals_summary(message: dict) -> dict[str, Any]:
     """Reduce one totals message (budsjett, key line_id) to what milepael needs: utbetalt per phase."""
     if not isinstance(message, dict) or not isinstance(message.get("line_id"), str):
@@ -496,9 +500,12 @@ def totals_summary(message: dict) -> dict[str, Any]:
         if not isinstance(cell, dict) or not isinstance(cell.get("phase"), str):
             raise ValueError("every cell needs a phase")
         value = cell.get("utbetalt_ore", 0)
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError("utbetalt_ore must be an integer number of øre")
-        by_phase[cell["phase"]] = by_phase.get(cell["phase"], 0) + int(value)
+        # A string must be ASCII digits: int() would also read other scripts' digits, "1_000" and " 7\n".
+        if isinstance(value, str) and _ORE_TEXT.fullmatch(value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("utbetalt_ore must be an integer number of øre (ASCII digits 0-9)")
+        by_phase[cell["phase"]] = by_phase.get(cell["phase"], 0) + value
     return {"line_id": message["line_id"], "updated_at": message.get("updated_at"), "utbetalt_ore_by_phase": by_phase}
 
 

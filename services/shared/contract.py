@@ -7,6 +7,13 @@ reason a ministry's integration team can act on. Nothing here does I/O.
 Input money arrives as `amount_nok` (decimal string or integer) and is held as
 integer øre in `amount_ore`; `Event.to_wire()` renders the canonical envelope
 back (money as decimal strings) so what goes onto Kafka is itself valid input.
+
+Hostile text is refused field by field, whatever the transport: identifiers and
+codes match their pattern over the *whole* string (no trailing newline), numbers
+are ASCII digits only, free text may hold tab and line breaks but no other
+control character (NUL above all: PostgreSQL text cannot hold it), and a lone
+surrogate is refused everywhere. `decode_event(raw)` reads bytes too; from bytes
+to the last field every refusal is a `ContractError`.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,9 +36,10 @@ from pydantic import (
     model_validator,
 )
 
-from services.shared.jsonio import dumps_compact
+from services.shared.jsonio import dumps_compact, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.money import format_ore, parse_nok_to_ore
+from services.shared.problems import SURROGATE_REASON, ContractError, FieldProblem, printable_key
 
 TYPE_PREFIX = "no.reformspor."
 SOURCE_PREFIX = "urn:no:dep:"
@@ -62,12 +70,47 @@ KIND_BY_TYPE = {event_type(kind): kind for kind in BUDGET_KINDS + REFORM_KINDS}
 
 # --- field types -------------------------------------------------------------
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+MAX_EVENT_ID_LENGTH = 128
+# Free text (reason, description, names, titles) may span lines, so tab, LF and
+# CR stay; every other C0/C1 control character and DEL is refused.
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_DECIMAL_PATTERN = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,4})?")  # a short exponent: Decimal() raises on huge ones
+MAX_DECIMAL_PLACES = 30
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+IDENTIFIER_RULE = f"1 to {MAX_ID_LENGTH} ASCII letters, digits and . _ : / -, starting with a letter or digit"
+EVENT_ID_RULE = f"1 to {MAX_EVENT_ID_LENGTH} printable characters"
+
+
+def is_identifier(value: object) -> bool:
+    """A line, reform, stage, milestone, commitment or indicator id (fullmatch: "$" would let "0-24\n" through)."""
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and _ID_PATTERN.fullmatch(value) is not None
+
+
+def is_event_id(value: object) -> bool:
+    """An event id (the idempotency key): printable, so no control character and no lone surrogate."""
+    return isinstance(value, str) and 1 <= len(value) <= MAX_EVENT_ID_LENGTH and value.isprintable()
 
 
 def _check_identifier(value: str) -> str:
-    if not _ID_PATTERN.match(value):
-        raise ValueError("use letters, digits and . _ : / - only, starting with a letter or digit")
+    if not is_identifier(value):
+        raise ValueError("use ASCII letters, digits and . _ : / - only, starting with a letter or digit")
+    return value
+
+
+def _check_event_id(value: str) -> str:
+    if not is_event_id(value):
+        raise ValueError(f"must be {EVENT_ID_RULE} (an event id)")
+    return value
+
+
+def _check_text(value: str) -> str:
+    found = _TEXT_CONTROL.search(value)
+    if found:
+        raise ValueError(f"holds the control character U+{ord(found.group()):04X} at position {found.start()}; "
+                         "text may hold tabs and line breaks but no other control character")
     return value
 
 
@@ -81,6 +124,15 @@ def _money(value: object) -> int:
     return parse_nok_to_ore(value)
 
 
+def _iso_date(value: object) -> object:
+    # pydantic alone would also take 1780099200 or "2026-05-30T00:00:00" as a date.
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value  # pydantic checks the month and day
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
 def _decimal_value(value: object) -> str:
     # KPI values and weights may be JSON numbers: we read them as exact decimals.
     if isinstance(value, bool):
@@ -88,25 +140,28 @@ def _decimal_value(value: object) -> str:
     if isinstance(value, float):
         raise ValueError("must be a decimal string or a JSON number, not a binary float")
     if isinstance(value, (int, str)):
-        try:
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ValueError(f"{str(value)[:30]!r} is not a number") from None
-        if not number.is_finite():
-            raise ValueError("must be finite")
+        text = str(value).strip(" ")
+        # Decimal() alone would take other scripts' digits, "1_000", "NaN" and " 5\n".
+        if not _DECIMAL_PATTERN.fullmatch(text):
+            raise ValueError(f"{text[:30]!r} is not a number (ASCII digits 0-9, optional - . and exponent)")
+        number = Decimal(text)
         if abs(number) > Decimal(10) ** 15:
             raise ValueError("is beyond ±10^15")
+        if number.normalize().as_tuple().exponent < -MAX_DECIMAL_PLACES:  # "1e-999999999" would render a billion zeros
+            raise ValueError(f"has more than {MAX_DECIMAL_PLACES} decimal places")
         return format(number.normalize(), "f")
     raise ValueError(f"must be a number, got {type(value).__name__}")
 
 
 Identifier = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_check_identifier)]
-Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT_LENGTH)]
+Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_check_text)]
+EventId = Annotated[str, Strict(), AfterValidator(_check_event_id)]
 MinistryCode = Annotated[str, Strict(), Field(max_length=8), AfterValidator(_check_ministry)]
 Ore = Annotated[int, BeforeValidator(_money), PlainSerializer(format_ore, return_type=str, when_used="json")]
 PositiveOre = Annotated[Ore, Field(gt=0)]
 ExactDecimal = Annotated[str, BeforeValidator(_decimal_value)]
 StrictInt = Annotated[int, Strict()]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Phase = Literal["utredning", "utvikling", "implementering"]
 Kap = Annotated[int, Strict(), Field(ge=1, le=9999)]
 Post = Annotated[int, Strict(), Field(ge=1, le=99)]
@@ -197,7 +252,7 @@ class Utbetalt(_CellEvent):
 
 class Korrigert(_Data):
     line_id: Identifier
-    corrects_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+    corrects_id: EventId
     reason: Text
 
 
@@ -207,7 +262,7 @@ class MilestonePlan(_Data):
     milestone_id: Identifier
     name: Text
     weight: Annotated[int, Strict(), Field(ge=1, le=1000)]
-    due: date
+    due: IsoDate
     required: bool = True
     responsible: MinistryCode
 
@@ -253,8 +308,8 @@ class Funding(_Data):
 class StagePlan(_Data):
     stage_id: Identifier
     name: Text
-    planned_start: date
-    planned_finish: date
+    planned_start: IsoDate
+    planned_finish: IsoDate
     planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
     milestones: list[MilestonePlan] = Field(min_length=1, max_length=200)
     funding: list[Funding] = Field(default_factory=list, max_length=20)
@@ -302,15 +357,15 @@ class _MilestoneEvent(_Data):
 
 
 class MilepaelStartet(_MilestoneEvent):
-    started_on: date | None = None
+    started_on: IsoDate | None = None
 
 
 class MilepaelFullfort(_MilestoneEvent):
-    completed_on: date | None = None
+    completed_on: IsoDate | None = None
 
 
 class MilepaelForsinket(_MilestoneEvent):
-    forecast_date: date
+    forecast_date: IsoDate
     reason: Text = ""
 
 
@@ -320,7 +375,7 @@ class IndikatorMalt(_Data):
     indicator: Identifier
     value: ExactDecimal
     ministry: MinistryCode
-    measured_on: date | None = None
+    measured_on: IsoDate | None = None
 
     def owner_ministries(self) -> set[str]:
         return {self.ministry}
@@ -339,13 +394,13 @@ class PortBeslutning(_Data):
 
 class MilestoneReplan(_Data):
     milestone_id: Identifier
-    due: date
+    due: IsoDate
 
 
 class PlanJustert(_Data):
     reform_id: Identifier
     stage_id: Identifier
-    planned_finish: date
+    planned_finish: IsoDate
     planned_cost_ore: Annotated[Ore, Field(ge=0)] = Field(alias="planned_cost_nok")
     milestones: list[MilestoneReplan] = Field(default_factory=list, max_length=200)
     reason: Text = ""
@@ -373,26 +428,6 @@ DATA_MODELS: dict[str, type[_Data]] = {
 
 
 # --- envelope -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FieldProblem:
-    """One thing wrong with an event: where (dotted path) and why."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
-
-
-class ContractError(ValueError):
-    """An event that breaks the contract; `problems` lists every reason found."""
-
-    def __init__(self, problems: list[FieldProblem], event_id: str | None = None):
-        self.problems = problems
-        self.event_id = event_id
-        super().__init__("; ".join(str(p) for p in problems))
-
 
 @dataclass(frozen=True)
 class Event:
@@ -447,20 +482,31 @@ class Event:
         return []
 
 
+_OPTIONAL_TEXT_ATTRIBUTES = ("subject", "dataschema")
 _ENVELOPE_FIELDS = {"specversion", "id", "source", "type", "time", "datacontenttype", "subject", "data", "dataschema"}
 
 
-def _parse_time(value: object, problems: list[FieldProblem]) -> datetime | None:
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?P<zone>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def parse_time(value: object, problems: list[FieldProblem]) -> datetime | None:
+    """An RFC 3339 timestamp with zone as UTC, or None with the reason added to `problems`."""
     if not isinstance(value, str):
         problems.append(FieldProblem("time", "required: an RFC 3339 timestamp with time zone, e.g. 2026-03-01T10:00:00Z"))
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    shape = _RFC3339.fullmatch(value)  # before fromisoformat, which takes ISO forms (and may take digits) beyond RFC 3339
+    if shape is None:
         problems.append(FieldProblem("time", f"{value[:40]!r} is not an RFC 3339 timestamp"))
         return None
-    if parsed.tzinfo is None:
+    if shape.group("zone") is None:
         problems.append(FieldProblem("time", "must carry a time zone (Z or +01:00): local times are ambiguous"))
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:  # the shape is right but a field is out of range (month 13, hour 25)
+        problems.append(FieldProblem("time", f"{value!r} is not a valid date and time"))
         return None
     return parsed.astimezone(timezone.utc)
 
@@ -468,11 +514,14 @@ def _parse_time(value: object, problems: list[FieldProblem]) -> datetime | None:
 def _pydantic_problems(error: ValidationError, prefix: str) -> list[FieldProblem]:
     problems = []
     for item in error.errors(include_url=False):
-        path = ".".join([prefix, *(str(part) for part in item["loc"])]) if item["loc"] else prefix
+        parts = [prefix, *(printable_key(part, 40) for part in item["loc"])]
+        path = ".".join(parts).replace("from_", "from")
         message = item["msg"]
+        if item["type"] == "string_unicode":  # a lone surrogate: pydantic's words do not say so
+            message = SURROGATE_REASON
         for noise in ("Value error, ", "Assertion failed, "):
             message = message.removeprefix(noise)
-        problems.append(FieldProblem(path.replace("from_", "from"), message))
+        problems.append(FieldProblem(path, message))
     return problems
 
 
@@ -482,16 +531,20 @@ def parse_event(document: object) -> Event:
         raise ContractError([FieldProblem("", f"an event must be a JSON object, got {type(document).__name__}")])
     problems: list[FieldProblem] = []
     event_id = document.get("id")
-    if not isinstance(event_id, str) or not (1 <= len(event_id) <= 128) or not event_id.isprintable():
-        problems.append(FieldProblem("id", "required: a string of 1 to 128 printable characters (the idempotency key)"))
+    if not is_event_id(event_id):
+        problems.append(FieldProblem("id", f"required: a string of {EVENT_ID_RULE} (the idempotency key)"))
         event_id = None
-    unknown = sorted(set(document) - _ENVELOPE_FIELDS)
+    unknown = sorted(printable_key(key) for key in set(document) - _ENVELOPE_FIELDS)
     if unknown:
-        problems.append(FieldProblem("", f"unknown envelope fields: {', '.join(k[:30] for k in unknown[:5])}"))
+        problems.append(FieldProblem("", f"unknown envelope fields: {', '.join(unknown[:5])}"))
     if document.get("specversion") != "1.0":
         problems.append(FieldProblem("specversion", 'required: "1.0" (CloudEvents 1.0)'))
     if document.get("datacontenttype", "application/json") != "application/json":
         problems.append(FieldProblem("datacontenttype", 'must be "application/json" when given'))
+    for name in _OPTIONAL_TEXT_ATTRIBUTES:  # accepted, not kept by to_wire: still no hostile text
+        value = document.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT_LENGTH and value.isprintable()):
+            problems.append(FieldProblem(name, f"must be a string of at most {MAX_TEXT_LENGTH} printable characters"))
 
     source = document.get("source")
     source_ministry = ""
@@ -509,7 +562,7 @@ def parse_event(document: object) -> Event:
             FieldProblem("type", f"unknown event type {str(type_name)[:80]!r}; expected one of {', '.join(sorted(KIND_BY_TYPE))}")
         )
 
-    time = _parse_time(document.get("time"), problems)
+    time = parse_time(document.get("time"), problems)
 
     data = None
     raw_data = document.get("data")
@@ -528,6 +581,11 @@ def parse_event(document: object) -> Event:
     if ownership:
         raise ContractError(ownership, event_id=event_id)
     return event
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Strict JSON (see jsonio), then the contract: raw bytes in, an Event or a ContractError out."""
+    return parse_event(loads_strict(raw))
 
 
 def make_event(kind: str, ministry: str, data: dict[str, Any], event_id: str, time: datetime) -> dict[str, Any]:

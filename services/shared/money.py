@@ -3,6 +3,10 @@
 Publishers send NOK as a decimal string ("1250000.00") or a JSON integer. We
 store integer øre so that sums are exact; real state-budget posts reach
 5·10¹¹ NOK and some appropriations are negative.
+
+Digits are ASCII only: `\\d`, `int()` and `Decimal()` also take Arabic-Indic,
+fullwidth and other scripts' digits, so the pattern spells out [0-9] and the
+whole string must match it before anything is converted.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ ORE_PER_NOK = 100
 MAX_ABS_NOK = 10**13
 MAX_ABS_ORE = MAX_ABS_NOK * ORE_PER_NOK
 
-_NOK_PATTERN = re.compile(r"^(?P<sign>-)?(?P<kroner>\d{1,20})(?:\.(?P<ore>\d{1,2}))?$")
+_NOK_PATTERN = re.compile(r"(?P<sign>-)?(?P<kroner>[0-9]{1,20})(?:\.(?P<ore>[0-9]{1,2}))?")
+_TOO_MANY_DECIMALS = re.compile(r"-?[0-9]+\.[0-9]{3,}")
 
 
 class MoneyError(ValueError):
@@ -42,16 +47,16 @@ def parse_nok_to_ore(value: object, field: str = "amount_nok") -> int:
     if isinstance(value, int):
         ore = value * ORE_PER_NOK
     elif isinstance(value, str):
-        text = value.strip()
+        text = value.strip(" ")  # spaces around the number are harmless; other whitespace is not
         if text.lower() in {"nan", "inf", "-inf", "infinity", "-infinity", "+inf"}:
             raise MoneyError(f"{field} must be a finite amount, not {value!r}")
-        match = _NOK_PATTERN.match(text)
+        match = _NOK_PATTERN.fullmatch(text)
         if match is None:
-            if re.match(r"^-?\d+\.\d{3,}$", text):
+            if _TOO_MANY_DECIMALS.fullmatch(text):
                 raise MoneyError(f"{field} has more than two decimals ({value!r}); NOK is counted to the øre")
             raise MoneyError(
-                f"{field} must look like \"1250000.00\" (digits, optional minus, at most two decimals, "
-                f"no thousands separators), got {value[:40]!r}"
+                f"{field} must look like \"1250000.00\" (ASCII digits 0-9, optional minus, at most two "
+                f"decimals, no thousands separators), got {value[:40]!r}"
             )
         kroner = int(match.group("kroner"))
         ore_part = int((match.group("ore") or "0").ljust(2, "0"))

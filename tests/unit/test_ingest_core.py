@@ -217,3 +217,64 @@ def test_batch_invariants(items, atomic):
     assert status < 500
     body = core.response_body(results, status)
     assert sum(body["summary"].values()) == len(items)
+
+
+# --- hostile text (issue 16) -----------------------------------------------------------
+
+@pytest.mark.parametrize("field, kind", [("id", None), ("line_id", "korrigert"), ("reason", "korrigert"),
+                                         ("description", "utbetalt")])
+def test_lone_surrogate_escape_is_a_4xx_naming_the_field_never_a_crash(field, kind):
+    """The bad-input run got 500s for these; a body is refused whole, so no surrogate reaches the shell."""
+    document = sample_event(kind or "bevilget")
+    if kind is None:
+        document[field] = "e-\ud800"
+    else:
+        document["data"][field] = "x\ud800y"
+    body = json.dumps([sample_event(event_id="e-ok"), document]).encode("ascii")
+    with pytest.raises(BodyError) as caught:
+        core.decode_body(body)
+    path = f"1.{field}" if kind is None else f"1.data.{field}"
+    assert caught.value.status == 422 and caught.value.detail.startswith(path) and "surrogate" in caught.value.detail
+
+
+def test_non_ascii_digits_in_money_are_rejected_not_booked():
+    [result] = decide([sample_event(amount_nok="\u0661\u0662\u0663.\u0664\u0665")])
+    assert result.status == REJECTED and result.problems[0].path == "data.amount_nok"
+
+
+def test_identifier_with_a_trailing_newline_is_rejected_not_a_second_line():
+    [result] = decide([sample_event(line_id="0-24\n")])
+    assert result.status == REJECTED and [p.path for p in result.problems] == ["data.line_id"]
+
+
+@pytest.mark.parametrize("kind, field", [("korrigert", "reason"), ("utbetalt", "description")])
+def test_nul_in_free_text_is_rejected(kind, field):
+    [result] = decide([loads_strict(json.dumps(sample_event(kind, **{field: "a\x00b"})))])
+    assert result.status == REJECTED and result.problems[0].path == f"data.{field}"
+
+
+def test_a_rejected_documents_dead_letter_and_reply_can_always_be_written():
+    """dumps_raw/dumps_compact write a lone surrogate as its JSON escape instead of failing."""
+    from services.shared.jsonio import dumps_compact
+
+    [result] = decide([{**sample_event(), "id": "e-\ud800", "x\udfff": 1}])
+    assert result.status == REJECTED
+    assert loads_strict(dumps_raw(result.raw).replace(b"\\ud800", b"").replace(b"\\udfff", b""))
+    assert b"\\ud800" in dumps_compact(core.response_body([result], 422))
+
+
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=60))
+def test_any_authorization_header_is_a_token_or_none_never_a_crash(text):
+    """aiohttp decodes header bytes with surrogateescape: b"\\xff" arrives as "\\udcff"."""
+    token = core.parse_bearer(f"Bearer {text}")
+    assert token is None or core.token_hash(token)
+
+
+@pytest.mark.parametrize("header", ["Bearer rfs_bfd_\udcff", "Bearer rfs_bfd_\u00e9", "Bearer rfs\x00bfd"])
+def test_non_ascii_or_control_characters_make_no_token(header):
+    assert core.parse_bearer(header) is None
+
+
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=80))
+def test_any_signature_text_is_valid_or_not_never_a_crash(signature):
+    assert core.signature_valid("key", b"{}", signature) is False

@@ -45,3 +45,47 @@ def test_refused_forms_say_why(value, reason):
 
 def test_readable_format_uses_norwegian_separators():
     assert format_ore_readable(-123456789) == "-1\u00a0234\u00a0567,89"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0661\u0662\u0663.\u0664\u0665",  # Arabic-Indic: int() reads it as 123.45
+        "\u06f1\u06f2\u06f3",  # Extended Arabic-Indic (Persian)
+        "\uff11\uff12\uff13.45",  # fullwidth
+        "\u00b9\u00b2\u00b3",  # superscripts
+        "\u0967\u0968",  # Devanagari
+        "12\u0663.00",  # one foreign digit among ASCII ones
+        "123.\u0664\u0665",  # foreign digits in the øre only
+    ],
+)
+def test_digits_of_other_scripts_are_refused(text):
+    with pytest.raises(MoneyError, match="ASCII digits"):
+        parse_nok_to_ore(text)
+
+
+@pytest.mark.parametrize("text", ["123\n", "\t123", "123\x00", "1_000", "+5", "\u2003" + "5", "5.\n"])
+def test_only_plain_spaces_may_surround_the_amount(text):
+    with pytest.raises(MoneyError):
+        parse_nok_to_ore(text)
+
+
+def test_more_than_two_decimals_in_other_digits_is_not_called_a_decimals_problem():
+    with pytest.raises(MoneyError, match="must look like"):
+        parse_nok_to_ore("1.\u0661\u0662\u0663")
+
+
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=30))
+def test_any_text_is_either_ascii_money_or_a_money_error(text):
+    try:
+        ore = parse_nok_to_ore(text)
+    except MoneyError as error:
+        assert str(error)
+        return
+    assert set(text.strip(" ")) <= set("-0123456789.") and abs(ore) <= MAX_ABS_ORE
+
+
+def test_the_largest_posts_and_negative_amounts_stay_exact():
+    assert parse_nok_to_ore("500000000000.00") == 50_000_000_000_000
+    assert parse_nok_to_ore("-500000000000.99") == -50_000_000_000_099
+    assert parse_nok_to_ore(-500_000_000_000) == -50_000_000_000_000
