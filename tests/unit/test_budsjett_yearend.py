@@ -31,7 +31,8 @@ def cell(bevilget=0, omdisponert=0, forpliktet=0, utbetalt=0, previous=0, carrie
 
 @pytest.mark.parametrize("figures, terms, carried, lapsed, rule", [
     # «kan overføres»: all unspent carries while under the cap (this year's + last year's appropriation) ...
-    (cell(bevilget=10 * MNOK, utbetalt=6 * MNOK), PostTerms(70, "kan overføres"), 4 * MNOK, 0, CarryRule.KAN_OVERFORES),
+    (cell(bevilget=10 * MNOK, utbetalt=6 * MNOK), PostTerms(70, "kan overføres"), 4 * MNOK, 0,
+     CarryRule.KAN_OVERFORES),
     # ... and reallocations count as appropriation; commitments do not reduce what carries
     (cell(bevilget=10 * MNOK, omdisponert=-2 * MNOK, forpliktet=5 * MNOK, utbetalt=6 * MNOK),
      PostTerms(21, "kan overføres, kan nyttes under post 70"), 2 * MNOK, 0, CarryRule.KAN_OVERFORES),
@@ -75,7 +76,8 @@ def test_carry_and_lapse_follow_the_posts_rule(figures, terms, carried, lapsed, 
 def test_commitments_the_carry_does_not_cover_are_reported():
     result = close_cell(cell(bevilget=10 * MNOK, forpliktet=2 * MNOK, utbetalt=8 * MNOK), PostTerms(1))
     assert result.carried_ore == MNOK // 2 and result.uncovered_commitments_ore == MNOK * 3 // 2
-    covered = close_cell(cell(bevilget=10 * MNOK, forpliktet=2 * MNOK, utbetalt=7 * MNOK), PostTerms(70, "kan overføres"))
+    covered = close_cell(cell(bevilget=10 * MNOK, forpliktet=2 * MNOK, utbetalt=7 * MNOK),
+                         PostTerms(70, "kan overføres"))
     assert covered.carried_ore == 3 * MNOK and covered.uncovered_commitments_ore == 0
 
 
@@ -121,8 +123,8 @@ def test_fin_closes_a_shared_line_and_closing_again_changes_nothing():
     assert first.outcome is ClosingOutcome.CLOSED and first.status.closing == closing()
     again = decide_closing(first.status, closing(), SHARED)
     assert again.outcome is ClosingOutcome.ALREADY_CLOSED and again.status == first.status
-    other_id = decide_closing(first.status, closing(event_id="close-again", at=datetime(2027, 2, 1, tzinfo=timezone.utc)),
-                              SHARED)
+    later = closing(event_id="close-again", at=datetime(2027, 2, 1, tzinfo=timezone.utc))
+    other_id = decide_closing(first.status, later, SHARED)
     assert other_id.outcome is ClosingOutcome.ALREADY_CLOSED and other_id.status == first.status
     assert "already closed for line 0-24 (closing close-0-24-2026 by FIN at 2027-01-15T09:00:00Z)" in other_id.reason
 

@@ -16,7 +16,8 @@ def test_registry_maps_fdep_nr_by_fiscal_year_across_a_rename():
 
 
 def test_registry_can_be_edited_as_data(tmp_path):
-    registry = MinistryRegistry.from_csv_text("code,fdep_nr,name,valid_from,valid_to,former_names\nNYD,42,Nytt departement,2027,,\n")
+    registry = MinistryRegistry.from_csv_text(
+        "code,fdep_nr,name,valid_from,valid_to,former_names\nNYD,42,Nytt departement,2027,,\n")
     assert "NYD" in registry and registry.for_fdep_nr(42, 2027).name == "Nytt departement"
     assert registry.for_fdep_nr(42, 2026) is None
 
