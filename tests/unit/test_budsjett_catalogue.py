@@ -207,3 +207,23 @@ def test_unreadable_catalogue_files_are_refused_with_the_reason(tmp_path, name, 
     path.write_bytes(content.encode("latin-1"))
     with pytest.raises(ValueError, match=reason):
         read_rows(path)
+
+
+def test_catalogue_import_command_takes_the_year_from_the_name_or_refuses_in_one_line(tmp_path, capsys):
+    from services.cli import main as cli_main
+
+    db_url = f"sqlite:///{tmp_path / 'budsjett.db'}"
+    dated = tmp_path / "20251006_gul_bok_datagrunnlag.csv"
+    dated.write_text("fdep_nr;fdep_navn;kap_nr;post_nr\n15; Digitaliserings- og forvaltningsdepartementet;1540;1\n",
+                     encoding="utf-8")
+    assert cli_main(["--home", str(tmp_path), "catalogue", "import", str(dated), "--db-url", db_url]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "looks like a publication date" in error and "--year" in error
+    assert cli_main(["--home", str(tmp_path), "catalogue", "import", str(dated), "--year", "2026",
+                     "--db-url", db_url]) == 0
+    assert "Imported 1 budget items for 2026" in capsys.readouterr().out
+    model = ReadModel(db_url)
+    try:
+        assert [(i.fiscal_year, i.ministry) for i in model.load_catalogue()] == [(2026, "DFD")]
+    finally:
+        model.close()
