@@ -14,8 +14,8 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from decimal import Decimal, InvalidOperation
+from enum import Enum
 from pathlib import Path
 
 from services.shared.ministries import MinistryRegistry, default_registry, normalise_name
@@ -240,20 +240,21 @@ class FdepMapping:
 
 
 def _place_fdep(fdep_nr: int, names: tuple[str, ...], fiscal_year: int,
-                registry: MinistryRegistry) -> tuple[str | None, str]:
-    """The ministry code for one fdep_nr of a year's file, or None and why not."""
+                registry: MinistryRegistry) -> str | UnplacedFdep:
+    """The ministry code for one fdep_nr of a year's file, or why it cannot be placed."""
     if names:
         codes = {m.code if m else None for m in (registry.for_name(n, fiscal_year) for n in names)}
         if len(codes) == 1 and None not in codes:
-            return codes.pop(), ""
-        if len(codes) > 1 and None not in codes:
-            return None, f"the file's names point to {', '.join(sorted(codes))}"
-        return None, (f"no ministry valid in {fiscal_year} has this name or former name in the registry; "
-                      f"add it to departementer.csv")
+            return codes.pop()
+        if None not in codes:
+            return UnplacedFdep(fdep_nr, names, f"the file's names point to {', '.join(sorted(codes))}")
+        return UnplacedFdep(fdep_nr, names, f"no ministry valid in {fiscal_year} has this name or former name "
+                                            f"in the registry; add it to departementer.csv")
     ministry = registry.for_fdep_nr(fdep_nr, fiscal_year)  # the file gives no name: the registry's number
     if ministry:
-        return ministry.code, ""
-    return None, f"the file gives no fdep_navn and the registry has no ministry with this number in {fiscal_year}"
+        return ministry.code
+    return UnplacedFdep(fdep_nr, names, f"the file gives no fdep_navn and the registry has no ministry "
+                                        f"with this number in {fiscal_year}")
 
 
 def learn_fdep_mapping(rows: list[dict[str, object]], fiscal_year: int,
@@ -272,11 +273,11 @@ def learn_fdep_mapping(rows: list[dict[str, object]], fiscal_year: int,
         if other and (not names or any(normalise_name(n) == normalise_name(other.name) for n in names)):
             not_ministries[fdep_nr] = other.name
             continue
-        code, reason = _place_fdep(fdep_nr, tuple(names), fiscal_year, registry)
-        if code:
-            placed[fdep_nr] = code
+        placement = _place_fdep(fdep_nr, tuple(names), fiscal_year, registry)
+        if isinstance(placement, UnplacedFdep):
+            unplaced.append(placement)
         else:
-            unplaced.append(UnplacedFdep(fdep_nr, tuple(names), reason))
+            placed[fdep_nr] = placement
     return FdepMapping(fiscal_year, placed, not_ministries, tuple(unplaced))
 
 

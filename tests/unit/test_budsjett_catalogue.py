@@ -227,3 +227,11 @@ def test_catalogue_import_command_takes_the_year_from_the_name_or_refuses_in_one
         assert [(i.fiscal_year, i.ministry) for i in model.load_catalogue()] == [(2026, "DFD")]
     finally:
         model.close()
+
+
+def test_one_number_with_two_ministries_names_is_not_placed():
+    rows = [{"fdep_nr": 8, "fdep_navn": "Barne- og familiedepartementet", "kap_nr": 840, "post_nr": 70},
+            {"fdep_nr": 8, "fdep_navn": " Kunnskapsdepartementet", "kap_nr": 226, "post_nr": 21}]
+    result = parse_rows(rows, 2026)
+    assert result.ministries.placed == {} and "point to BFD, KD" in result.ministries.unplaced[0].reason
+    assert {item.ministry for item in result.items} == {None}
