@@ -1,9 +1,12 @@
 """The budget catalogue: Finansdepartementet's Gul bok items (kap/post) and their rules.
 
-Pure functions only: `read_rows` turns an xlsx or CSV file into plain dicts,
-`parse_rows` turns those into `CatalogueItem`s, and `Catalogue` answers the
-questions the ledger asks (does this kap/post exist, which ministry owns it,
-may it be exceeded, which posts pool). Storing items is the read model's job.
+Pure functions, apart from the file-reading entry points: `read_rows` turns an
+xlsx or CSV file into plain dicts, `import_catalogue` adds the fiscal year (from
+--year or the file name, never a default), `parse_rows` turns rows into
+`CatalogueItem`s with each year's fdep_nr placed by the file's own ministry
+names, and `Catalogue` answers the questions the ledger asks, per fiscal year
+(does this kap/post exist that year, which ministry owns it, may it be
+exceeded, which posts pool). Storing items is the read model's job.
 """
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ import io
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from enum import Enum
 from pathlib import Path
 
-from services.shared.ministries import MinistryRegistry, default_registry
+from services.shared.ministries import MinistryRegistry, default_registry, normalise_name
 
 REQUIRED_COLUMNS = ("fdep_nr", "kap_nr", "post_nr")
 
@@ -67,6 +71,20 @@ class CatalogueItem:
     @property
     def side(self) -> str:
         return chapter_side(self.kap)
+
+
+_KAN_OVERFORES = re.compile(r"kan\s+overf(?:ø|o)res", re.IGNORECASE)
+_OVERSLAGSBEVILGNING = re.compile(r"overslagsbevilgning", re.IGNORECASE)
+
+
+def is_kan_overfores(stikkord: str) -> bool:
+    """The stikkord «kan overføres»: unspent money may carry into the next year (Bevilgningsreglementet § 5)."""
+    return bool(_KAN_OVERFORES.search(stikkord or ""))
+
+
+def is_overslagsbevilgning(stikkord: str) -> bool:
+    """The stikkord «overslagsbevilgning»: an estimate that may be exceeded and whose unspent part lapses."""
+    return bool(_OVERSLAGSBEVILGNING.search(stikkord or ""))
 
 
 _USABLE_UNDER = re.compile(r"kan\s+nyttes\s+under\s+(?P<refs>.*?)(?:$|,\s*kan\s|;)", re.IGNORECASE)
@@ -148,16 +166,139 @@ def read_rows(path: Path | str) -> list[dict[str, object]]:
     return result
 
 
+# --- the fiscal year of a file ----------------------------------------------------
+
+class FiscalYearError(ValueError):
+    """The fiscal year of a catalogue file cannot be told; the message is one line for the CLI."""
+
+
+_DIGIT_RUN = re.compile(r"\d+")
+_PLAUSIBLE_YEARS = range(2000, 2101)  # the event contract's fiscal years
+
+
+def fiscal_year_from_name(name: str) -> int:
+    """The fiscal year a Gul bok file name states, when it states exactly one.
+
+    `gul_bok_2024_datagrunnlag.xlsx` → 2024, `2026_gulbok_datagrunnlag.xlsx` →
+    2026. A longer run of digits such as `20241002_…` is a publication date,
+    and a budget published in 2024 is the budget for 2025: rather than guess,
+    such a name (or one with no year, or two) needs --year.
+    """
+    stem = Path(name).name.split(".")[0]
+    runs = _DIGIT_RUN.findall(stem)
+    long_runs = [run for run in runs if len(run) > 4]
+    if long_runs:
+        raise FiscalYearError(
+            f"{Path(name).name}: {long_runs[0]} looks like a publication date, and a budget published in one year "
+            f"is for the next; give the fiscal year with --year")
+    years = sorted({int(run) for run in runs if len(run) == 4 and int(run) in _PLAUSIBLE_YEARS})
+    if len(years) != 1:
+        found = f"names the years {', '.join(map(str, years))}" if years else "names no fiscal year"
+        raise FiscalYearError(f"{Path(name).name} {found}; give the fiscal year with --year")
+    return years[0]
+
+
+def resolve_fiscal_year(name: str, given_year: int | None) -> int:
+    """--year when given (it must agree with a year the name states), else the name's year; never a default."""
+    if given_year is None:
+        return fiscal_year_from_name(name)
+    if given_year not in _PLAUSIBLE_YEARS:
+        raise FiscalYearError(f"--year {given_year} is outside {_PLAUSIBLE_YEARS[0]}–{_PLAUSIBLE_YEARS[-1]}")
+    try:
+        named = fiscal_year_from_name(name)
+    except FiscalYearError:
+        return given_year  # the name is no help: --year decides
+    if named != given_year:
+        raise FiscalYearError(f"{Path(name).name} names {named} but --year says {given_year}; "
+                              f"rename the file or give the year it holds")
+    return given_year
+
+
+# --- each year's fdep_nr → ministry, learned from the file ----------------------------
+
+@dataclass(frozen=True)
+class UnplacedFdep:
+    fdep_nr: int
+    names: tuple[str, ...]  # the file's fdep_navn for this number (trimmed)
+    reason: str
+
+
+@dataclass(frozen=True)
+class FdepMapping:
+    """Which ministry each fdep_nr of one year's file belongs to, and which numbers could not be placed."""
+
+    fiscal_year: int
+    placed: dict[int, str]  # fdep_nr → ministry code
+    not_ministries: dict[int, str]  # fdep_nr → name, e.g. 23 → "Ymse": items kept, owned by no ministry
+    unplaced: tuple[UnplacedFdep, ...]
+
+    def report_lines(self) -> list[str]:
+        """One line per number that is not a ministry or could not be placed (for the CLI)."""
+        lines = [f"fdep_nr {nr} ({name}) is not a ministry: its items are kept, but no ministry may book them"
+                 for nr, name in sorted(self.not_ministries.items())]
+        return lines + [f"fdep_nr {u.fdep_nr} ({' / '.join(u.names) or 'no name'}): {u.reason}" for u in self.unplaced]
+
+
+def _place_fdep(fdep_nr: int, names: tuple[str, ...], fiscal_year: int,
+                registry: MinistryRegistry) -> str | UnplacedFdep:
+    """The ministry code for one fdep_nr of a year's file, or why it cannot be placed."""
+    if names:
+        codes = {m.code if m else None for m in (registry.for_name(n, fiscal_year) for n in names)}
+        if len(codes) == 1 and None not in codes:
+            return codes.pop()
+        if None not in codes:
+            return UnplacedFdep(fdep_nr, names, f"the file's names point to {', '.join(sorted(codes))}")
+        return UnplacedFdep(fdep_nr, names, f"no ministry valid in {fiscal_year} has this name or former name "
+                                            f"in the registry; add it to departementer.csv")
+    ministry = registry.for_fdep_nr(fdep_nr, fiscal_year)  # the file gives no name: the registry's number
+    if ministry:
+        return ministry.code
+    return UnplacedFdep(fdep_nr, names, f"the file gives no fdep_navn and the registry has no ministry "
+                                        f"with this number in {fiscal_year}")
+
+
+def learn_fdep_mapping(rows: list[dict[str, object]], fiscal_year: int,
+                       registry: MinistryRegistry | None = None) -> FdepMapping:
+    """Each fdep_nr's ministry from the file's own fdep_navn (trimmed), matched against names and former names."""
+    registry = registry or default_registry()
+    names_by_nr: dict[int, dict[str, None]] = {}
+    for row in rows:
+        fdep_nr = _int_or_none(row.get("fdep_nr"))
+        if fdep_nr is not None:
+            name = _clean(row.get("fdep_navn"))
+            names_by_nr.setdefault(fdep_nr, {}).update({name: None} if name else {})
+    placed, not_ministries, unplaced = {}, {}, []
+    for fdep_nr, names in sorted(names_by_nr.items()):
+        other = registry.not_a_ministry(fdep_nr, fiscal_year)
+        if other and (not names or any(normalise_name(n) == normalise_name(other.name) for n in names)):
+            not_ministries[fdep_nr] = other.name
+            continue
+        placement = _place_fdep(fdep_nr, tuple(names), fiscal_year, registry)
+        if isinstance(placement, UnplacedFdep):
+            unplaced.append(placement)
+        else:
+            placed[fdep_nr] = placement
+    return FdepMapping(fiscal_year, placed, not_ministries, tuple(unplaced))
+
+
 @dataclass(frozen=True)
 class ParseResult:
     items: list[CatalogueItem]
     skipped: list[str]  # one human-readable reason per row not taken
+    ministries: FdepMapping | None = None  # how this year's fdep_nr were placed
+
+    @property
+    def fiscal_year(self) -> int | None:
+        return self.ministries.fiscal_year if self.ministries else None
 
 
 def parse_rows(rows: list[dict[str, object]], fiscal_year: int,
                registry: MinistryRegistry | None = None) -> ParseResult:
-    """Turn raw rows into catalogue items; rows without kap/post/fdep_nr are skipped with a reason."""
-    registry = registry or default_registry()
+    """Turn raw rows into catalogue items; rows without kap/post/fdep_nr are skipped with a reason.
+
+    Each item's ministry comes from this year's own fdep_navn (see learn_fdep_mapping).
+    """
+    ministries = learn_fdep_mapping(rows, fiscal_year, registry)
     items: dict[tuple[int, int], CatalogueItem] = {}
     skipped = []
     for number, row in enumerate(rows, start=2):
@@ -169,28 +310,33 @@ def parse_rows(rows: list[dict[str, object]], fiscal_year: int,
             skipped.append(f"row {number}: kap {kap} post {post} is out of range")
             continue
         stikkord = _clean(row.get("stikkord"))
-        lowered = stikkord.lower()
-        ministry = registry.for_fdep_nr(fdep_nr, fiscal_year)
         amount_nok = _int_or_none(row.get("beløp", row.get("belop")))
         items[(kap, post)] = CatalogueItem(
             fiscal_year=fiscal_year,
             kap=kap,
             post=post,
-            ministry=ministry.code if ministry else None,
+            ministry=ministries.placed.get(fdep_nr),
             fdep_nr=fdep_nr,
             kap_navn=_clean(row.get("kap_navn")),
             post_navn=_clean(row.get("post_navn")),
             stikkord=stikkord,
             amount_ore=amount_nok * 100 if amount_nok is not None else None,
-            overslagsbevilgning="overslagsbevilgning" in lowered,
-            kan_overfores="kan overføres" in lowered or "kan overfores" in lowered,
+            overslagsbevilgning=is_overslagsbevilgning(stikkord),
+            kan_overfores=is_kan_overfores(stikkord),
             usable_under=parse_usable_under(stikkord, kap),
         )
-    return ParseResult(items=sorted(items.values(), key=lambda i: (i.kap, i.post)), skipped=skipped)
+    return ParseResult(items=sorted(items.values(), key=lambda i: (i.kap, i.post)), skipped=skipped,
+                       ministries=ministries)
 
 
 class Catalogue:
-    """Lookup over loaded items, by fiscal year. Empty catalogue = checks are skipped."""
+    """Lookup over loaded items, keyed by fiscal year. Empty catalogue = checks are skipped.
+
+    A year is checked only against its own catalogue: kap/post numbers and
+    their owners change between years (DFD's chapters moved from KDD in
+    2024/2025), so a year with no catalogue is reported as such, never checked
+    against another year's items.
+    """
 
     def __init__(self, items: list[CatalogueItem] | None = None):
         self._items: dict[tuple[int, int, int], CatalogueItem] = {}
@@ -205,31 +351,23 @@ class Catalogue:
     def loaded(self) -> bool:
         return bool(self._items)
 
-    def year_for(self, fiscal_year: int) -> int | None:
-        """The catalogue year that governs an event: its own year, else the latest earlier one.
+    def has_year(self, fiscal_year: int) -> bool:
+        return fiscal_year in self.years
 
-        Kap/post numbering is stable from year to year, so the latest earlier
-        catalogue is the best check available until the year's own is loaded.
-        """
-        candidates = [year for year in self.years if year <= fiscal_year]
-        return candidates[-1] if candidates else None
+    def coverage(self, fiscal_year: int) -> str:
+        """One line for status and rejections: is this year's kap/post checked, and against what."""
+        if self.has_year(fiscal_year):
+            return f"kap/post for {fiscal_year} checked against the {fiscal_year} budget catalogue"
+        loaded = f" (loaded: {', '.join(map(str, self.years))})" if self.years else ""
+        return f"no budget catalogue for {fiscal_year}{loaded}: kap/post for {fiscal_year} are not checked"
 
     def get(self, fiscal_year: int, kap: int, post: int) -> CatalogueItem | None:
-        year = self.year_for(fiscal_year)
-        return None if year is None else self._items.get((year, kap, post))
+        return self._items.get((fiscal_year, kap, post))
 
     def problems(self, fiscal_year: int, kap: int, post: int, ministry: str) -> list[str]:
-        """Why an event may not name this kap/post for this ministry (empty list = fine)."""
-        year = self.year_for(fiscal_year)
-        if year is None:
-            return []  # no catalogue for this year or earlier: nothing to check against
-        item = self._items.get((year, kap, post))
-        if item is None:
-            return [f"kap {kap} post {post} does not exist in the {year} budget catalogue"]
-        if item.ministry != ministry:
-            owner = item.ministry or f"fdep_nr {item.fdep_nr}"
-            return [f"kap {kap} post {post} ({item.post_navn or item.kap_navn}) belongs to {owner}, not {ministry}"]
-        return []
+        """Why an event may not name this kap/post for this ministry (empty list = fine or not checkable)."""
+        rejection = check_post(self, fiscal_year, ministry, kap, post)
+        return [rejection.reason] if rejection and rejection.refuses else []
 
     def pooled(self, fiscal_year: int, first: tuple[int, int], second: tuple[int, int]) -> bool:
         """True when money under one item may fund what is booked under the other."""
@@ -238,3 +376,52 @@ class Catalogue:
         a = self.get(fiscal_year, *first)
         b = self.get(fiscal_year, *second)
         return bool((a and second in a.usable_under) or (b and first in b.usable_under))
+
+
+class PostRejectionKind(Enum):
+    UNKNOWN_POST = "unknown_post"
+    ANOTHER_MINISTRYS_POST = "another_ministrys_post"
+    NO_CATALOGUE_FOR_YEAR = "no_catalogue_for_year"
+
+
+@dataclass(frozen=True)
+class PostRejection:
+    kind: PostRejectionKind
+    reason: str
+
+    @property
+    def refuses(self) -> bool:
+        """Unknown and other ministries' posts are refused; a year without a catalogue is only unchecked."""
+        return self.kind is not PostRejectionKind.NO_CATALOGUE_FOR_YEAR
+
+
+def check_post(catalogue: Catalogue, fiscal_year: int, ministry: str, kap: int, post: int) -> PostRejection | None:
+    """May this ministry book money under this kap/post in this year? None = yes, as the year's catalogue says.
+
+    NO_CATALOGUE_FOR_YEAR does not refuse (see PostRejection.refuses): without
+    the year's catalogue there is nothing to check against, as with no
+    catalogue at all; callers report it.
+    """
+    if not catalogue.has_year(fiscal_year):
+        return PostRejection(PostRejectionKind.NO_CATALOGUE_FOR_YEAR, catalogue.coverage(fiscal_year))
+    item = catalogue.get(fiscal_year, kap, post)
+    if item is None:
+        return PostRejection(PostRejectionKind.UNKNOWN_POST,
+                             f"kap {kap} post {post} does not exist in the {fiscal_year} budget catalogue")
+    if item.ministry != ministry:
+        owner = item.ministry or f"fdep_nr {item.fdep_nr}, no ministry"
+        return PostRejection(PostRejectionKind.ANOTHER_MINISTRYS_POST,
+                             f"kap {kap} post {post} ({item.post_navn or item.kap_navn}) belongs to {owner}, "
+                             f"not {ministry}, in the {fiscal_year} budget catalogue")
+    return None
+
+
+def import_catalogue(path: Path | str, given_year: int | None = None,
+                     registry: MinistryRegistry | None = None) -> ParseResult:
+    """The file-reading entry point: a Gul bok file's items, its fiscal year and its fdep_nr mapping.
+
+    The year is --year or the one the file name states; there is no default.
+    Raises FiscalYearError or ValueError with one line the CLI can print.
+    """
+    fiscal_year = resolve_fiscal_year(Path(path).name, given_year)
+    return parse_rows(read_rows(path), fiscal_year, registry)

@@ -63,7 +63,7 @@ def render_status(body: dict) -> str:
 
 
 def _catalogue_import(args: argparse.Namespace, settings_from_args) -> int:
-    from services.budsjett.catalogue import parse_rows, read_rows
+    from services.budsjett.catalogue import import_catalogue
     from services.budsjett.readmodel import ReadModel
 
     settings = settings_from_args(args)
@@ -72,19 +72,18 @@ def _catalogue_import(args: argparse.Namespace, settings_from_args) -> int:
         print(f"no such file: {path}", file=sys.stderr)
         return 2
     try:
-        result = parse_rows(read_rows(path), args.year)
+        result = import_catalogue(path, args.year)
     except ValueError as error:
         print(f"cannot import {path}: {error}", file=sys.stderr)
         return 2
     model = ReadModel(args.db_url or settings.db_url("budsjett"))
     try:
-        count = model.replace_catalogue(args.year, result.items)
+        count = model.replace_catalogue(result.fiscal_year, result.items)
     finally:
         model.close()
-    unmapped = sorted({i.fdep_nr for i in result.items if i.ministry is None})
-    print(f"Imported {count} budget items for {args.year} from {path.name} into {model.url}")
-    if unmapped:
-        print(f"  fdep_nr without a ministry in the registry for {args.year}: {', '.join(map(str, unmapped))}")
+    print(f"Imported {count} budget items for {result.fiscal_year} from {path.name} into {model.url}")
+    for line in result.ministries.report_lines():
+        print(f"  {line}")
     if result.skipped:
         print(f"  skipped {len(result.skipped)} rows, e.g. {result.skipped[0]}")
     print("A running budsjett picks the catalogue up within 10 s.")
@@ -128,6 +127,8 @@ def register(subparsers, settings_from_args) -> None:
                                   description="Read sheet 'Data' of the Gul bok xlsx (or the same columns as CSV) "
                                               "and store the items in budsjett's read model.")
     importer.add_argument("file", help="gul_bok_<year>_datagrunnlag.xlsx or a CSV with the same columns")
-    importer.add_argument("--year", type=int, default=2024, help="fiscal year of the file (default 2024)")
+    importer.add_argument("--year", type=int, default=None,
+                          help="fiscal year of the file (default: the one year its name states; a name that starts "
+                               "with a publication date such as 20241002_ needs --year)")
     importer.add_argument("--db-url", help="read model URL (default: budsjett's configured database)")
     importer.set_defaults(handler=lambda args: _catalogue_import(args, settings_from_args))

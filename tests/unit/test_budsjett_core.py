@@ -147,11 +147,11 @@ def test_redelivered_cross_line_reallocation_resends_the_credit_which_the_receiv
 
 def _catalogue():
     return Catalogue([
-        CatalogueItem(2024, 840, 21, "BFD", 8, stikkord="kan nyttes under post 70",
+        CatalogueItem(2026, 840, 21, "BFD", 8, stikkord="kan nyttes under post 70",
                       usable_under=frozenset({(840, 70)})),
-        CatalogueItem(2024, 840, 70, "BFD", 8, stikkord="kan nyttes under post 21", usable_under=frozenset({(840, 21)})),
-        CatalogueItem(2024, 842, 1, "BFD", 8),
-        CatalogueItem(2024, 228, 70, "KD", 2, stikkord="overslagsbevilgning", overslagsbevilgning=True),
+        CatalogueItem(2026, 840, 70, "BFD", 8, stikkord="kan nyttes under post 21", usable_under=frozenset({(840, 21)})),
+        CatalogueItem(2026, 842, 1, "BFD", 8),
+        CatalogueItem(2026, 228, 70, "KD", 2, stikkord="overslagsbevilgning", overslagsbevilgning=True),
     ])
 
 
@@ -162,7 +162,7 @@ def test_catalogue_rejects_unknown_post_and_other_ministrys_post():
         bevilget("b3", "0-24", "BFD", "utredning", "1.00", kap=840, post=70),
     ], _catalogue())
     assert [o.status for o in outcomes] == ["rejected", "rejected", "applied"]
-    assert "does not exist in the 2024 budget catalogue" in outcomes[0].reasons[0]
+    assert "does not exist in the 2026 budget catalogue" in outcomes[0].reasons[0]
     assert "belongs to KD, not BFD" in outcomes[1].reasons[0]
 
 
