@@ -1,20 +1,20 @@
 """The budget catalogue: Finansdepartementet's Gul bok items (kap/post) and their rules.
 
-Pure functions only: `read_rows` turns an xlsx or CSV file into plain dicts,
-`parse_rows` turns those into `CatalogueItem`s, and `Catalogue` answers the
+`read_rows` reads an xlsx or CSV file through the shared tabular reader (the
+one `reformspor publish` uses), `parse_rows` turns its records into
+`CatalogueItem`s, and `Catalogue` answers the
 questions the ledger asks (does this kap/post exist, which ministry owns it,
 may it be exceeded, which posts pool). Storing items is the read model's job.
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from services.shared.ministries import MinistryRegistry, default_registry
+from services.shared.tabular import Record, read_table, normalize_decimal
 
 REQUIRED_COLUMNS = ("fdep_nr", "kap_nr", "post_nr")
 
@@ -101,7 +101,7 @@ def _int_or_none(value: object) -> int | None:
     if not text:
         return None
     try:
-        number = Decimal(text.replace("\u00a0", "").replace(" ", ""))
+        number = Decimal(normalize_decimal(text).replace("\u00a0", "").replace(" ", ""))
     except InvalidOperation:
         return None
     if number != number.to_integral_value():
@@ -109,43 +109,13 @@ def _int_or_none(value: object) -> int | None:
     return int(number)
 
 
-def read_rows(path: Path | str) -> list[dict[str, object]]:
-    """Read the Gul bok data file (xlsx sheet "Data", or CSV) as dicts keyed by column name."""
-    path = Path(path)
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        import openpyxl
+def read_rows(path: Path | str) -> list[Record]:
+    """The Gul bok data file (xlsx sheet "Data", or CSV as Excel saves it) as records under its header row.
 
-        try:
-            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except Exception as error:  # openpyxl raises several types for a broken file
-            raise ValueError(f"{path.name}: not a readable xlsx workbook ({error})") from None
-        try:
-            sheet = workbook["Data"] if "Data" in workbook.sheetnames else workbook.worksheets[0]
-            rows = list(sheet.iter_rows(values_only=True))
-        finally:
-            workbook.close()
-    else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path.name}: not UTF-8 text (byte {error.start}); save the CSV as UTF-8") from None
-        try:
-            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
-        except csv.Error:
-            dialect = csv.excel  # one column or odd quoting: the header check below says what is missing
-        rows = list(csv.reader(io.StringIO(text), dialect))
-    header_index = next(
-        (i for i, row in enumerate(rows) if {_clean(c).lower() for c in row} >= set(REQUIRED_COLUMNS)), None
-    )
-    if header_index is None:
-        raise ValueError(f"{path.name}: no header row with the columns {', '.join(REQUIRED_COLUMNS)}")
-    header = [_clean(c).lower() for c in rows[header_index]]
-    result = []
-    for row in rows[header_index + 1:]:
-        if not any(_clean(c) for c in row):
-            continue  # blank lines between blocks are common in hand-edited exports
-        result.append({name: (row[i] if i < len(row) else None) for i, name in enumerate(header) if name})
-    return result
+    Column names are lower-cased; each record keeps its spreadsheet row number.
+    """
+    table = read_table(Path(path), required_columns=REQUIRED_COLUMNS, sheet="Data")
+    return [Record(r.number, {name.lower(): value for name, value in r.values.items()}) for r in table.records]
 
 
 @dataclass(frozen=True)
@@ -154,13 +124,14 @@ class ParseResult:
     skipped: list[str]  # one human-readable reason per row not taken
 
 
-def parse_rows(rows: list[dict[str, object]], fiscal_year: int,
+def parse_rows(records: list[Record], fiscal_year: int,
                registry: MinistryRegistry | None = None) -> ParseResult:
-    """Turn raw rows into catalogue items; rows without kap/post/fdep_nr are skipped with a reason."""
+    """Turn records into catalogue items; rows without kap/post/fdep_nr are skipped with a reason."""
     registry = registry or default_registry()
     items: dict[tuple[int, int], CatalogueItem] = {}
     skipped = []
-    for number, row in enumerate(rows, start=2):
+    for record in records:
+        number, row = record.number, record.values
         fdep_nr, kap, post = (_int_or_none(row.get(c)) for c in REQUIRED_COLUMNS)
         if fdep_nr is None or kap is None or post is None:
             skipped.append(f"row {number}: fdep_nr, kap_nr and post_nr must be whole numbers")

@@ -61,6 +61,15 @@ def test_csv_with_stray_whitespace_and_empty_cells(tmp_path):
     assert first.usable_under == {(840, 70)} and first.amount_ore == 3177400000
     assert second.ministry == "KD" and second.overslagsbevilgning and second.amount_ore is None
     assert len(result.skipped) == 1 and "whole numbers" in result.skipped[0]
+    assert result.skipped[0].startswith("row 6:")  # the row Excel shows, blank rows counted
+
+
+def test_csv_as_norwegian_excel_saves_it_in_windows_1252(tmp_path):
+    path = tmp_path / "gul_bok.csv"
+    path.write_bytes("fdep_nr;kap_nr;post_nr;post_navn;beløp\r\n8;840;21;Særskilte driftsutgifter;31 774 000,00\r\n"
+                     .encode("cp1252"))
+    [item] = parse_rows(read_rows(path), 2024).items
+    assert item.post_navn == "Særskilte driftsutgifter" and item.amount_ore == 3_177_400_000
 
 
 def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
@@ -77,7 +86,7 @@ def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
     [
         ("notes.csv", "just some notes\nnothing tabular\n", "no header row with the columns fdep_nr"),
         ("broken.xlsx", "not a zip file", "not a readable xlsx workbook"),
-        ("latin1.csv", "fdep_nr;kap_nr;post_nr\n8;846;21 Spesielle driftsutgifter \xe6\xf8\xe5\n", "not UTF-8"),
+        ("binary.csv", "fdep_nr;kap_nr;post_nr\n\x00\x01\x02", "a binary file, not text"),
     ],
 )
 def test_unreadable_catalogue_files_are_refused_with_the_reason(tmp_path, name, content, reason):
