@@ -18,7 +18,10 @@ def register(subparsers, settings_from_args: Callable) -> None:
         "tokens", help="per-ministry credentials for ingest: create, list, revoke",
         description="HTTP bearer tokens (stored hashed) and Kafka signing keys for the raw inbound topic.")
     actions = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="create a credential and print it (shown only once)")
+    create = actions.add_parser("create", help="create a credential and print it (shown only once)",
+                                description="An HTTP bearer token for POST /v1/events (stored hashed) or, with "
+                                            "--kind kafka, an HMAC key for signing messages on the inbound topic. "
+                                            "It lets that ministry publish only its own money and milestones.")
     create.add_argument("--ministry", required=True, help="ministry short code, e.g. BFD")
     create.add_argument("--name", default="", help="a note: which system uses it")
     create.add_argument("--kind", choices=["http", "kafka"], default="http",
@@ -137,6 +140,8 @@ def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool =
             progress.update(min(start + batch_events, len(events)))
     except IngestError as error:
         progress.close()
+        if not results:
+            raise  # nothing was answered: the CLI's one-line error says it all
         print(f"error: {error}", file=err)
         print(f"{len(results)} of {len(events)} events were answered before the error; resending the file is safe.",
               file=err)

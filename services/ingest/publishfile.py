@@ -161,6 +161,8 @@ def read_csv(text: str) -> EventsFile:
 
 
 def events_from_table(table: Table) -> EventsFile:
+    if not table.columns:
+        return EventsFile([], [], [])
     if "id" not in table.columns:
         raise TabularError(f"row {table.header_row}: the header has no 'id' column "
                            f"(found: {', '.join(c for c in table.columns if c)[:200]})")

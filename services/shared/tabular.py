@@ -152,9 +152,10 @@ def to_table(rows: Iterable[SheetRow], name: str, required_columns: tuple[str, .
     rows = list(rows)
     wanted = {c.lower() for c in required_columns}
     header = next((row for row in rows if not row.blank and wanted <= {_column(c).lower() for c in row.cells}), None)
+    if header is None and not wanted:
+        return Table((), 0, [], [])  # an empty file: the caller says there was nothing in it
     if header is None:
-        missing = f"no header row with the columns {', '.join(required_columns)}" if wanted else "no rows"
-        raise TabularError(f"{name}: {missing}")
+        raise TabularError(f"{name}: no header row with the columns {', '.join(required_columns)}")
     columns = tuple(_column(c) for c in header.cells)
     records, problems = [], []
     for row in rows:
