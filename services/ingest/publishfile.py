@@ -92,7 +92,8 @@ def read_events_file(path: str, fmt: str | None = None) -> EventsFile:
         return read_events("stdin", decode_text(sys.stdin.buffer.read(), "stdin"), fmt)
     file = Path(path)
     data = file.read_bytes()  # a missing file or a directory: the CLI's handler reports the OSError
-    if fmt in ("xlsx", "csv") or (fmt is None and (is_xlsx(data) or detect_format(path, "") in ("xlsx", "csv"))):
+    tabular_name = file.suffix.lower() in (".csv", ".xlsx", ".xlsm")
+    if fmt in ("xlsx", "csv") or (fmt is None and (is_xlsx(data) or tabular_name)):
         return events_from_table(read_table(file, fmt=fmt))
     return read_events(path, decode_text(data, file.name), fmt)
 

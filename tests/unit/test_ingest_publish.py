@@ -264,3 +264,13 @@ def test_rejections_name_the_spreadsheet_row(tmp_path, capsys):
     assert code == 1
     assert "row 4 id=bfd-1 rejected (invalid): data.amount_nok: amount_nok has more than two decimals" in out
     assert json.loads(stub.bodies[0])[1]["data"]["amount_nok"] == "1.005"  # the server, not the reader, refuses it
+
+
+def test_a_file_without_an_extension_is_recognised_by_its_content(tmp_path):
+    from services.ingest.publishfile import read_events_file
+
+    ndjson, csv_file = tmp_path / "events", tmp_path / "export"
+    ndjson.write_text(json.dumps(sample_event(event_id="a")) + "\n" + json.dumps(sample_event(event_id="b")) + "\n")
+    csv_file.write_text(CSV)
+    assert [e["id"] for e in read_events_file(str(ndjson)).events] == ["a", "b"]
+    assert read_events_file(str(csv_file)).locations == ["row 2", "row 3"]
