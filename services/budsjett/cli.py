@@ -12,7 +12,9 @@ import sys
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
+from datetime import date, datetime, time as clock_time, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +30,8 @@ CELL_COLUMNS = ("Linje", "Departement", "Fase", "Bevilget", "Omdisponert", "Forp
 SUM_LABEL = "sum"
 ALL_PHASES = "(alle)"
 EVENTS_PAGE = 1000
+# A plain date means "at the end of that day" where the ministries keep their books.
+BOOKKEEPING_ZONE = ZoneInfo("Europe/Oslo")
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,31 @@ def render_status(body: dict) -> str:
     return text + "\nBeløp i NOK."
 
 
-def fetch_lines(base_url: str, line_id: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def as_of_timestamp(text: str) -> str:
+    """`2026-06-30` → the end of that day in Norway as RFC 3339 UTC; a timestamp with a zone is kept."""
+    try:
+        moment = datetime.combine(date.fromisoformat(text), clock_time.max, BOOKKEEPING_ZONE)
+    except ValueError:
+        try:
+            moment = _moment(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a date (2026-06-30) nor a timestamp "
+                                             "with a time zone (2026-06-30T12:00:00Z)") from None
+        if moment.tzinfo is None:
+            raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or +01:00, or give a plain date")
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def fetch_lines(base_url: str, line_id: str | None = None,
+                as_of: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Line documents with their cells (GET /v1/lines, then /v1/lines/{id} each), and the catalogue status."""
     listing = get_json(f"{base_url}/v1/lines", "budsjett")
     ids = [line["line_id"] for line in listing.get("lines", [])]
     if line_id is not None:
         ids = [line_id]  # an unknown line comes back as budsjett's 404, in one line
-    documents = [get_json(f"{base_url}/v1/lines/{urllib.parse.quote(i, safe='')}", "budsjett") for i in ids]
+    params = {"as_of": as_of} if as_of else None
+    documents = [get_json(f"{base_url}/v1/lines/{urllib.parse.quote(i, safe='')}", "budsjett", params=params)
+                 for i in ids]
     return documents, listing.get("catalogue") or {}
 
 
@@ -120,7 +142,7 @@ def status_json(rows: list[CellRow]) -> str:
 
 
 def _status(args: argparse.Namespace, settings_from_args) -> int:
-    lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line)
+    lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line, args.as_of)
     rows = [row for line in lines for row in cell_rows(line)]
     if args.json:
         print(status_json(rows))
@@ -164,22 +186,32 @@ def event_rows(line_id: str, event: dict[str, Any]) -> list[tuple[Cell, ...]]:
             for d in deltas]
 
 
-def export_table(what: str, base_url: str, line_id: str | None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
-    lines, _ = fetch_lines(base_url, line_id)
+def _moment(rfc3339: str) -> datetime:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+
+
+def _at_or_before(event: dict[str, Any], as_of: str | None) -> bool:
+    """The same cut as budsjett's ?as_of: an event counts when its own time is at or before the moment."""
+    return as_of is None or _moment(event["time"]) <= _moment(as_of)
+
+
+def export_table(what: str, base_url: str, line_id: str | None,
+                 as_of: str | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
+    lines, _ = fetch_lines(base_url, line_id, as_of)
     if what == "lines":
         return LINE_COLUMNS, [(line["line_id"], *(nok(line["totals"][f"{f}_ore"]) for f in FIGURES),
                                line.get("events_applied"), line.get("last_event_time")) for line in lines]
     if what == "cells":
         return CELL_COLUMNS, cell_table([row for line in lines for row in cell_rows(line, with_sum=False)])
     return EVENT_COLUMNS, [row for line in lines for event in line_events(base_url, line["line_id"])
-                           for row in event_rows(line["line_id"], event)]
+                           if _at_or_before(event, as_of) for row in event_rows(line["line_id"], event)]
 
 
 def _export(args: argparse.Namespace, settings_from_args) -> int:
     fmt = args.format or ("xlsx" if args.output and args.output.lower().endswith(".xlsx") else "csv")
     if fmt == "xlsx" and not args.output:
         raise UserError("an xlsx export needs --output FILE.xlsx (a workbook is not written to a terminal)")
-    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line)
+    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line, args.as_of)
     if fmt == "xlsx":
         write_xlsx(columns, rows, Path(args.output), title=args.what)
     elif args.output:
@@ -239,6 +271,9 @@ def register(subparsers, settings_from_args) -> None:
                     "and disponibelt in NOK, with over-commitment/overspending remarks, and a sum row per line that "
                     "the rows add up to. Reads budsjett's GET /v1/lines and /v1/lines/{id}.")
     status.add_argument("--line", help="only this line id, e.g. 0-24")
+    status.add_argument("--as-of", type=as_of_timestamp, metavar="DATE",
+                        help="the figures as they stood at the end of DATE (2026-06-30, Norwegian time) "
+                             "or at a timestamp with a zone")
     output = status.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV for Excel (';', decimal comma) instead of a table")
     output.add_argument("--json", action="store_true", help="JSON rows (øre as integers, NOK as decimal text)")
@@ -253,6 +288,8 @@ def register(subparsers, settings_from_args) -> None:
     export.add_argument("--format", choices=["csv", "xlsx"], help="default: from --output's name, else csv")
     export.add_argument("--output", "-o", help="file to write (default: CSV on stdout)")
     export.add_argument("--line", help="only this line id")
+    export.add_argument("--as-of", type=as_of_timestamp, metavar="DATE",
+                        help="as the books stood at the end of DATE (Norwegian time) or at a timestamp")
     export.set_defaults(handler=lambda args: _export(args, settings_from_args))
 
     replay = subparsers.add_parser("replay", help="rebuild budsjett's state and read model from the Kafka log",

@@ -105,7 +105,8 @@ def run_demo(settings: Settings, keep_running: bool = True) -> int:
     outcome_counts: dict[str, int] = defaultdict(int)
     rejected = []
     for ministry, ministry_events in sorted(by_ministry.items()):
-        with IngestClient(settings.service_url("ingest"), issue_token(settings, ministry, name="demo")) as client:
+        with IngestClient(settings.service_url("ingest"), issue_token(settings, ministry, name="demo"),
+                          on_retry=lambda line: print(f"  {line}", flush=True)) as client:
             for result in client.publish(ministry_events):
                 outcome_counts[result["status"]] += 1
                 if result["status"] in ("rejected", "conflict"):

@@ -190,7 +190,19 @@ def _ledger_documents() -> dict[str, dict]:
         utbetalt("u2", "0-24", "HOD", "utvikling", "1800000.75"),  # more than HOD has: overspent
         bevilget("b4", "ung-1", "JD", "utredning", "-100.25", kap=440, post=1),
     ]
-    store, _ = core.run_log(messages)
+    store, outcomes = core.run_log(messages)
+    trail: dict[str, list[dict]] = {}
+    for outcome in outcomes:
+        if outcome.status != "applied":
+            continue
+        deltas: dict[tuple[str, str], dict] = {}
+        for _, ministry, phase, name, delta in (e for e in outcome.effect if e[0] == "cell"):
+            cell = deltas.setdefault((ministry, phase), {"ministry": ministry, "phase": phase,
+                                                         **{n: 0 for n in core.AMOUNT_FIELDS}})
+            cell[name] += delta
+        trail.setdefault(outcome.line_id, []).append(
+            {"event_id": outcome.event_id, "kind": outcome.kind, "source_ministry": "BFD",
+             "time": "2026-03-01T10:00:00.000000Z", "deltas": list(deltas.values())})
     documents = {}
     for line_id, line in core.lines_in(store).items():
         view = core.line_totals(line)
@@ -199,7 +211,8 @@ def _ledger_documents() -> dict[str, dict]:
         documents[line_id] = {"line_id": line_id, "cells": view["cells"], "totals": view["totals"],
                               "events_applied": len(messages), "last_event_time": view["last_event_time"],
                               "flags": [{"ministry": c["ministry"], "phase": c["phase"], "flag": f}
-                                        for c in view["cells"] for f in core.FLAGS if c.get(f)]}
+                                        for c in view["cells"] for f in core.FLAGS if c.get(f)],
+                              "trail": trail.get(line_id, [])}
     return documents
 
 
@@ -208,15 +221,22 @@ class FakeBudsjett(ThreadingHTTPServer):
 
     def __init__(self, documents: dict[str, dict]):
         self.documents = documents
+        self.paths: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                server.paths.append(self.path)
                 path = self.path.split("?")[0]
                 if path == "/v1/lines":
                     body = {"lines": [{k: d[k] for k in ("line_id", "totals", "events_applied", "last_event_time")}
                                       for d in server.documents.values()],
                             "catalogue": {"loaded": False, "checks": "no catalogue loaded: kap/post checks are skipped"}}
+                elif path.endswith("/events") and path.removeprefix("/v1/lines/")[:-7] in server.documents:
+                    query = dict(part.split("=") for part in self.path.split("?")[1].split("&"))
+                    offset, limit = int(query["offset"]), int(query["limit"])
+                    trail = server.documents[path.removeprefix("/v1/lines/")[:-7]]["trail"]
+                    body = {"events": trail[offset:offset + limit]}
                 elif path.removeprefix("/v1/lines/") in server.documents:
                     body = server.documents[path.removeprefix("/v1/lines/")]
                 else:
@@ -402,3 +422,28 @@ def test_grafana_push_takes_its_token_from_the_environment(tmp_path, monkeypatch
     monkeypatch.delenv("REFORMSPOR_GRAFANA_TOKEN")
     assert main(["grafana", "push", "--url", "http://127.0.0.1:9"]) == 2
     assert "give the Grafana token with --token-file" in capsys.readouterr().err
+
+
+def test_status_as_of_a_plain_date_means_the_end_of_that_day_in_norway(budsjett, capsys):
+    assert main(["status", "--line", "0-24", "--as-of", "2026-06-30"]) == 0
+    assert budsjett.paths[-1] == "/v1/lines/0-24?as_of=2026-06-30T21%3A59%3A59.999999Z"  # 23:59:59 CEST
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--as-of", "30.06.2026"])
+    assert exited.value.code == 2 and "neither a date (2026-06-30) nor a timestamp" in capsys.readouterr().err
+
+
+def test_export_events_pages_through_the_trail_and_adds_up_to_the_totals(budsjett, tmp_path, monkeypatch, capsys):
+    from services.budsjett import cli as budsjett_cli
+    from services.shared.tabular import read_table
+
+    monkeypatch.setattr(budsjett_cli, "EVENTS_PAGE", 2)  # several pages even for a small trail
+    path = tmp_path / "hendelser.xlsx"
+    assert main(["export", "events", "-o", str(path)]) == 0
+    table = read_table(path)
+    assert table.columns[:5] == ("Linje", "Hendelse", "Type", "Kilde", "Tidspunkt")
+    assert {r.values["Hendelse"] for r in table.records} >= {"b1", "b2", "f1", "u1", "o1", "u2", "b4"}
+    for line_id, document in budsjett.documents.items():
+        rows = [r.values for r in table.records if r.values["Linje"] == line_id]
+        for figure in FIGURES[:-1]:
+            assert sum(_ore(str(r[figure]).replace(".", ",")) for r in rows) == \
+                document["totals"][f"{figure.lower()}_ore"], (line_id, figure)
