@@ -274,3 +274,17 @@ def test_a_file_without_an_extension_is_recognised_by_its_content(tmp_path):
     csv_file.write_text(CSV)
     assert [e["id"] for e in read_events_file(str(ndjson)).events] == ["a", "b"]
     assert read_events_file(str(csv_file)).locations == ["row 2", "row 3"]
+
+
+def test_publish_shows_a_line_per_retry_and_then_the_summary(tmp_path, capsys):
+    from services.cli import main
+
+    path = tmp_path / "one.ndjson"
+    path.write_text(json.dumps(sample_event(event_id="a")) + "\n")
+    unavailable = (503, {"title": "Event log unavailable", "status": 503, "detail": "Kafka is down"}, {"Retry-After": "0"})
+    with _Stub([unavailable, _ok([{"index": 0, "id": "a", "status": "accepted", "reasons": []}])]) as stub:
+        code = main(["publish", str(path), "--url", stub.url, "--token", "t"])
+    captured = capsys.readouterr()
+    assert code == 0 and "accepted 1, duplicate 0" in captured.out
+    [retry] = [line for line in captured.err.splitlines() if "retry" in line]
+    assert retry.startswith("ingest: HTTP 503: Event log unavailable: Kafka is down; retry 1/8 in 1.0 s")
