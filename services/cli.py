@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings come from REFORMSPOR_* environment variables; see README.md.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("REFORMSPOR_DEBUG")),
+    debug_from_env = os.environ.get("REFORMSPOR_DEBUG", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--debug", action="store_true", default=debug_from_env,
                         help="show the Python traceback of an error (also REFORMSPOR_DEBUG=1)")
     parser.add_argument("--home", help="state, logs and pid files, one per user (default: $REFORMSPOR_HOME, "
                                        "else $XDG_DATA_HOME/reformspor, i.e. ~/.local/share/reformspor)")
