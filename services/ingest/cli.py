@@ -89,8 +89,7 @@ def _tokens_revoke(args, settings) -> int:
     if IngestStore(settings.db_url("ingest")).revoke(args.id):
         print(f"Revoked credential {args.id}; it is refused from now on.")
         return 0
-    print(f"No active credential with id {args.id}.", file=sys.stderr)
-    return 1
+    raise UserError(f"no active credential with id {args.id} (see `reformspor tokens list`)", exit_code=1)
 
 
 class Progress:
