@@ -121,8 +121,10 @@ def publish_command(args: argparse.Namespace, settings) -> int:
     events_file = read_events_file(args.file, args.format)
     if not events_file.events and not events_file.problems:
         raise UserError(f"{args.file}: no events in the file; nothing was sent", exit_code=1)
+    # On a terminal the progress bar holds the current line: a retry line starts below it.
+    below_bar = "\n" if sys.stderr.isatty() else ""
     with IngestClient(args.url or settings.service_url("ingest"), token,
-                      on_retry=lambda line: print(line, file=sys.stderr, flush=True)) as client:
+                      on_retry=lambda line: print(below_bar + line, file=sys.stderr, flush=True)) as client:
         return publish_events(client, events_file, atomic=args.atomic)
 
 
