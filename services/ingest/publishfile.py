@@ -32,7 +32,7 @@ from typing import Any
 from services.shared.contract import SOURCE_PREFIX, event_type
 from services.shared.jsonio import JsonInputError, loads_strict
 from services.shared.tabular import (TabularError, Table, csv_rows, decode_text, is_xlsx, normalize_decimal,
-                                     read_table, to_table)
+                                     rows_from_bytes, to_table)
 
 FORMATS = ("ndjson", "json", "csv", "xlsx")
 
@@ -94,7 +94,7 @@ def read_events_file(path: str, fmt: str | None = None) -> EventsFile:
     data = file.read_bytes()  # a missing file or a directory: the CLI's handler reports the OSError
     tabular_name = file.suffix.lower() in (".csv", ".xlsx", ".xlsm")
     if fmt in ("xlsx", "csv") or (fmt is None and (is_xlsx(data) or tabular_name)):
-        return events_from_table(read_table(file, fmt=fmt))
+        return events_from_table(to_table(rows_from_bytes(data, file, fmt), path))
     return read_events(path, decode_text(data, file.name), fmt)
 
 

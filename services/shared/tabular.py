@@ -134,7 +134,12 @@ def xlsx_rows(data: bytes, name: str, sheet: str | None = None) -> list[SheetRow
 
 def read_rows(path: Path, fmt: str | None = None, sheet: str | None = None) -> list[SheetRow]:
     """Every row of a CSV or xlsx file. `fmt` ("csv" / "xlsx") overrides what the name and content say."""
-    data = path.read_bytes()  # a missing file or a directory raises OSError: the CLI reports it in one line
+    # A missing file or a directory raises OSError: the CLI reports it in one line.
+    return rows_from_bytes(path.read_bytes(), path, fmt, sheet)
+
+
+def rows_from_bytes(data: bytes, path: Path, fmt: str | None = None, sheet: str | None = None) -> list[SheetRow]:
+    """The rows of a file already read; `path` gives its name (and, by its suffix, its format when unsure)."""
     workbook = is_xlsx(data)
     if fmt == "csv" and workbook:
         raise TabularError(f"{path}: is an xlsx workbook, not CSV (leave out --format csv)")
