@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -178,7 +179,27 @@ def test_debug_shows_the_traceback(bad_inputs):
 def _ledger_documents() -> dict[str, dict]:
     """Line documents as budsjett serves them, computed by budsjett's own pure core from real events."""
     from services.budsjett import core
-    from tests.unit.test_budsjett_core import bevilget, forpliktet, omdisponert, utbetalt
+    from services.shared.contract import make_event, parse_event
+
+    def event(kind, source, event_id, line, **data):
+        return parse_event(make_event(kind, source, {"line_id": line, "fiscal_year": 2026, **data}, event_id,
+                                      datetime(2026, 3, 1, 10, tzinfo=timezone.utc)))
+
+    def bevilget(event_id, line, ministry, phase, nok, kap=840, post=70):
+        return event("bevilget", ministry, event_id, line, ministry=ministry, phase=phase, amount_nok=nok,
+                     kap=kap, post=post)
+
+    def forpliktet(event_id, line, ministry, phase, commitment_id, nok):
+        return event("forpliktet", ministry, event_id, line, ministry=ministry, phase=phase,
+                     commitment_id=commitment_id, amount_nok=nok)
+
+    def utbetalt(event_id, line, ministry, phase, nok, cid=None):
+        return event("utbetalt", ministry, event_id, line, ministry=ministry, phase=phase, amount_nok=nok,
+                     **({"commitment_id": cid} if cid else {}))
+
+    def omdisponert(event_id, line, from_, to, nok):
+        return event("omdisponert", from_[0], event_id, line, amount_nok=nok,
+                     **{"from": {"ministry": from_[0], "phase": from_[1]}, "to": {"ministry": to[0], "phase": to[1]}})
 
     messages = [
         bevilget("b1", "0-24", "BFD", "utredning", "2500000.00"),
@@ -404,24 +425,6 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="cannot read the secret file"):
         secret_from(None, str(tmp_path / "missing"), "REFORMSPOR_GRAFANA_TOKEN")
 
-
-def test_grafana_push_takes_its_token_from_the_environment(tmp_path, monkeypatch, capsys):
-    from tests.unit.test_deploy_grafana import FakeGrafana
-
-    server = FakeGrafana(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("REFORMSPOR_GRAFANA_TOKEN", "glsa_env_token")
-        assert main(["grafana", "push", "--url", f"http://127.0.0.1:{server.server_address[1]}"]) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-    assert {r["authorization"] for r in server.requests} == {"Bearer glsa_env_token"}
-    monkeypatch.delenv("REFORMSPOR_GRAFANA_TOKEN")
-    assert main(["grafana", "push", "--url", "http://127.0.0.1:9"]) == 2
-    assert "give the Grafana token with --token-file" in capsys.readouterr().err
 
 
 def test_status_as_of_a_plain_date_means_the_end_of_that_day_in_norway(budsjett, capsys):
