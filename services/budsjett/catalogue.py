@@ -1,17 +1,16 @@
 """The budget catalogue: Finansdepartementet's Gul bok items (kap/post) and their rules.
 
-Pure functions, apart from the file-reading entry points: `read_rows` turns an
-xlsx or CSV file into plain dicts, `import_catalogue` adds the fiscal year (from
---year or the file name, never a default), `parse_rows` turns rows into
-`CatalogueItem`s with each year's fdep_nr placed by the file's own ministry
-names, and `Catalogue` answers the questions the ledger asks, per fiscal year
-(does this kap/post exist that year, which ministry owns it, may it be
+Pure functions, apart from the file-reading entry points: `read_rows` reads an
+xlsx or CSV file through the shared tabular reader (the one `reformspor publish`
+uses) as records with their spreadsheet row numbers, `import_catalogue` adds the
+fiscal year (from --year or the file name, never a default), `parse_rows` turns
+records into `CatalogueItem`s with each year's fdep_nr placed by the file's own
+ministry names, and `Catalogue` answers the questions the ledger asks, per fiscal
+year (does this kap/post exist that year, which ministry owns it, may it be
 exceeded, which posts pool). Storing items is the read model's job.
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -19,6 +18,8 @@ from enum import Enum
 from pathlib import Path
 
 from services.shared.ministries import MinistryRegistry, default_registry, normalise_name
+from services.shared.tabular import Record, normalize_decimal, read_table
+from services.shared.usererror import UserError
 
 REQUIRED_COLUMNS = ("fdep_nr", "kap_nr", "post_nr")
 
@@ -119,7 +120,7 @@ def _int_or_none(value: object) -> int | None:
     if not text:
         return None
     try:
-        number = Decimal(text.replace("\u00a0", "").replace(" ", ""))
+        number = Decimal(normalize_decimal(text).replace("\u00a0", "").replace(" ", ""))
     except InvalidOperation:
         return None
     if number != number.to_integral_value():
@@ -127,48 +128,18 @@ def _int_or_none(value: object) -> int | None:
     return int(number)
 
 
-def read_rows(path: Path | str) -> list[dict[str, object]]:
-    """Read the Gul bok data file (xlsx sheet "Data", or CSV) as dicts keyed by column name."""
-    path = Path(path)
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        import openpyxl
+def read_rows(path: Path | str) -> list[Record]:
+    """The Gul bok data file (xlsx sheet "Data", or CSV as Excel saves it) as records under its header row.
 
-        try:
-            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except Exception as error:  # openpyxl raises several types for a broken file
-            raise ValueError(f"{path.name}: not a readable xlsx workbook ({error})") from None
-        try:
-            sheet = workbook["Data"] if "Data" in workbook.sheetnames else workbook.worksheets[0]
-            rows = list(sheet.iter_rows(values_only=True))
-        finally:
-            workbook.close()
-    else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path.name}: not UTF-8 text (byte {error.start}); save the CSV as UTF-8") from None
-        try:
-            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t") if text.strip() else csv.excel
-        except csv.Error:
-            dialect = csv.excel  # one column or odd quoting: the header check below says what is missing
-        rows = list(csv.reader(io.StringIO(text), dialect))
-    header_index = next(
-        (i for i, row in enumerate(rows) if {_clean(c).lower() for c in row} >= set(REQUIRED_COLUMNS)), None
-    )
-    if header_index is None:
-        raise ValueError(f"{path.name}: no header row with the columns {', '.join(REQUIRED_COLUMNS)}")
-    header = [_clean(c).lower() for c in rows[header_index]]
-    result = []
-    for row in rows[header_index + 1:]:
-        if not any(_clean(c) for c in row):
-            continue  # blank lines between blocks are common in hand-edited exports
-        result.append({name: (row[i] if i < len(row) else None) for i, name in enumerate(header) if name})
-    return result
+    Column names are lower-cased; each record keeps its spreadsheet row number.
+    """
+    table = read_table(Path(path), required_columns=REQUIRED_COLUMNS, sheet="Data")
+    return [Record(r.number, {name.lower(): value for name, value in r.values.items()}) for r in table.records]
 
 
 # --- the fiscal year of a file ----------------------------------------------------
 
-class FiscalYearError(ValueError):
+class FiscalYearError(UserError, ValueError):
     """The fiscal year of a catalogue file cannot be told; the message is one line for the CLI."""
 
 
@@ -292,16 +263,17 @@ class ParseResult:
         return self.ministries.fiscal_year if self.ministries else None
 
 
-def parse_rows(rows: list[dict[str, object]], fiscal_year: int,
+def parse_rows(records: list[Record], fiscal_year: int,
                registry: MinistryRegistry | None = None) -> ParseResult:
-    """Turn raw rows into catalogue items; rows without kap/post/fdep_nr are skipped with a reason.
+    """Turn records into catalogue items; rows without kap/post/fdep_nr are skipped with a reason.
 
     Each item's ministry comes from this year's own fdep_navn (see learn_fdep_mapping).
     """
-    ministries = learn_fdep_mapping(rows, fiscal_year, registry)
+    ministries = learn_fdep_mapping([record.values for record in records], fiscal_year, registry)
     items: dict[tuple[int, int], CatalogueItem] = {}
     skipped = []
-    for number, row in enumerate(rows, start=2):
+    for record in records:
+        number, row = record.number, record.values
         fdep_nr, kap, post = (_int_or_none(row.get(c)) for c in REQUIRED_COLUMNS)
         if fdep_nr is None or kap is None or post is None:
             skipped.append(f"row {number}: fdep_nr, kap_nr and post_nr must be whole numbers")
@@ -423,5 +395,7 @@ def import_catalogue(path: Path | str, given_year: int | None = None,
     The year is --year or the one the file name states; there is no default.
     Raises FiscalYearError or ValueError with one line the CLI can print.
     """
+    if not Path(path).is_file():
+        raise UserError(f"{path}: No such file or directory" if not Path(path).exists() else f"{path}: not a file")
     fiscal_year = resolve_fiscal_year(Path(path).name, given_year)
     return parse_rows(read_rows(path), fiscal_year, registry)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from services.ingest.client import IngestClient, IngestError
-from services.ingest.publishfile import read_events
+from services.ingest.publishfile import FORMATS, EventsFile, read_events_file
+from services.shared.secretinput import secret_from
+from services.shared.usererror import UserError
 
 BATCH_EVENTS = 200
 
@@ -18,28 +18,38 @@ def register(subparsers, settings_from_args: Callable) -> None:
         "tokens", help="per-ministry credentials for ingest: create, list, revoke",
         description="HTTP bearer tokens (stored hashed) and Kafka signing keys for the raw inbound topic.")
     actions = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="create a credential and print it (shown only once)")
+    create = actions.add_parser("create", help="create a credential and print it (shown only once)",
+                                description="An HTTP bearer token for POST /v1/events (stored hashed) or, with "
+                                            "--kind kafka, an HMAC key for signing messages on the inbound topic. "
+                                            "It lets that ministry publish only its own money and milestones.")
     create.add_argument("--ministry", required=True, help="ministry short code, e.g. BFD")
     create.add_argument("--name", default="", help="a note: which system uses it")
     create.add_argument("--kind", choices=["http", "kafka"], default="http",
                         help="http: bearer token for POST /v1/events; kafka: HMAC key for the inbound topic")
     create.set_defaults(handler=lambda args: _tokens_create(args, settings_from_args(args)))
-    listing = actions.add_parser("list", help="list credentials (never the secrets)")
+    listing = actions.add_parser("list", help="list credentials (never the secrets)",
+                                 description="Every HTTP token and Kafka signing key of this stack: id, ministry, kind, "
+                                             "when it was created and whether it is revoked. Secrets are never shown.")
     listing.set_defaults(handler=lambda args: _tokens_list(settings_from_args(args)))
-    revoke = actions.add_parser("revoke", help="revoke a credential by id")
-    revoke.add_argument("id", type=int)
+    revoke = actions.add_parser("revoke", help="revoke a credential by id",
+                                description="Refuse a token or signing key from now on (the row is kept for the "
+                                            "audit trail). Find the id with `reformspor tokens list`.")
+    revoke.add_argument("id", type=int, help="the credential's id, as `tokens list` shows it")
     revoke.set_defaults(handler=lambda args: _tokens_revoke(args, settings_from_args(args)))
 
     publish = subparsers.add_parser(
-        "publish", help="send events from an NDJSON, JSON or CSV file to ingest",
-        description="Send events to ingest in batches with a progress bar; retries safely (same ids). "
-                    "CSV columns: id, ministry|source, kind|type, time, data.<field> (see services/ingest/publishfile.py). "
-                    "Exit code 1 if any event was rejected.")
-    publish.add_argument("file", help="events file (.ndjson/.jsonl, .json, .csv; '-' for stdin as NDJSON/JSON)")
+        "publish", help="send events from an NDJSON, JSON, CSV or xlsx file to ingest",
+        description="Send events to ingest in batches with a progress bar. Transient failures (503, timeouts) are "
+                    "retried with a line per retry (same ids, so it is safe); a wrong URL or a stopped stack fails at "
+                    "once. CSV/xlsx columns: id, ministry|source, kind|type, time, data.<field>; CSV as Excel saves it "
+                    "(';' or ',', decimal comma, UTF-8 or Windows-1252). Messages name the row as the spreadsheet "
+                    "shows it. Exit code 1 if any event was rejected or the file held none, 2 if nothing could be sent.")
+    publish.add_argument("file", help="events file (.ndjson/.jsonl, .json, .csv, .xlsx; '-' for stdin as NDJSON/JSON)")
     publish.add_argument("--url", help="ingest base URL (default: this stack's ingest)")
-    publish.add_argument("--token", help="bearer token (default: $REFORMSPOR_TOKEN)")
+    publish.add_argument("--token", help="bearer token (default: $REFORMSPOR_TOKEN, or the file $REFORMSPOR_TOKEN_FILE)")
+    publish.add_argument("--token-file", help="read the bearer token from this file (keeps it out of `ps`)")
     publish.add_argument("--atomic", action="store_true", help="all or nothing, per request (at most 500 events)")
-    publish.add_argument("--format", choices=["ndjson", "json", "csv"], help="override detection by file name")
+    publish.add_argument("--format", choices=FORMATS, help="override detection by file name and content")
     publish.set_defaults(handler=lambda args: publish_command(args, settings_from_args(args)))
 
 
@@ -49,8 +59,7 @@ def _tokens_create(args, settings) -> int:
     try:
         issued = issue_credential(settings, args.ministry, name=args.name, kind=args.kind)
     except CredentialError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UserError(str(error)) from None
     if issued.kind == "http":
         print(f"Created HTTP token id {issued.id} for {issued.ministry}. It is shown only once:")
         print(issued.secret)
@@ -80,8 +89,7 @@ def _tokens_revoke(args, settings) -> int:
     if IngestStore(settings.db_url("ingest")).revoke(args.id):
         print(f"Revoked credential {args.id}; it is refused from now on.")
         return 0
-    print(f"No active credential with id {args.id}.", file=sys.stderr)
-    return 1
+    raise UserError(f"no active credential with id {args.id} (see `reformspor tokens list`)", exit_code=1)
 
 
 class Progress:
@@ -106,21 +114,24 @@ class Progress:
 
 
 def publish_command(args: argparse.Namespace, settings) -> int:
-    token = args.token or os.environ.get("REFORMSPOR_TOKEN")
+    token = secret_from(args.token, args.token_file, "REFORMSPOR_TOKEN")
     if not token:
-        print("error: give --token or set REFORMSPOR_TOKEN (create one with `reformspor tokens create`)", file=sys.stderr)
-        return 2
-    if args.file == "-":
-        name, text = "stdin", sys.stdin.read()
-    else:
-        name, text = args.file, Path(args.file).read_text(encoding="utf-8")
-    events, file_problems = read_events(name, text, args.format)
-    client = IngestClient(args.url or settings.service_url("ingest"), token)
-    return publish_events(client, events, file_problems, atomic=args.atomic)
+        raise UserError("give --token or --token-file, or set REFORMSPOR_TOKEN "
+                        "(create one with `reformspor tokens create`)")
+    events_file = read_events_file(args.file, args.format)
+    if not events_file.events and not events_file.problems:
+        raise UserError(f"{args.file}: no events in the file; nothing was sent", exit_code=1)
+    # On a terminal the progress bar holds the current line: a retry line starts below it.
+    below_bar = "\n" if sys.stderr.isatty() else ""
+    with IngestClient(args.url or settings.service_url("ingest"), token,
+                      on_retry=lambda line: print(below_bar + line, file=sys.stderr, flush=True)) as client:
+        return publish_events(client, events_file, atomic=args.atomic)
 
 
-def publish_events(client: IngestClient, events: list[Any], file_problems: list, atomic: bool = False,
-                   out: TextIO = sys.stdout, err: TextIO = sys.stderr, batch_events: int = BATCH_EVENTS) -> int:
+def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool = False,
+                   out: TextIO | None = None, err: TextIO | None = None, batch_events: int = BATCH_EVENTS) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and pipes replace sys.stdout
+    events = events_file.events
     progress = Progress(len(events), err)
     results: list[dict[str, Any]] = []
     try:
@@ -130,25 +141,28 @@ def publish_events(client: IngestClient, events: list[Any], file_problems: list,
             progress.update(min(start + batch_events, len(events)))
     except IngestError as error:
         progress.close()
+        if not results:
+            raise  # nothing was answered: the CLI's one-line error says it all
         print(f"error: {error}", file=err)
-        print(f"{len(results)} events were answered before the error; resending the file is safe.", file=err)
+        print(f"{len(results)} of {len(events)} events were answered before the error; resending the file is safe.",
+              file=err)
         return 2
     progress.close()
-    return print_summary(results, file_problems, out)
+    return print_summary(results, events_file, out)
 
 
-def print_summary(results: list[dict[str, Any]], file_problems: list, out: TextIO) -> int:
+def print_summary(results: list[dict[str, Any]], events_file: EventsFile, out: TextIO) -> int:
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "conflict": 0}
     for result in results:
         counts[result.get("status", "rejected")] = counts.get(result.get("status", "rejected"), 0) + 1
-    counts["rejected"] += len(file_problems)
+    counts["rejected"] += len(events_file.problems)
     print(f"accepted {counts['accepted']}, duplicate {counts['duplicate']}, "
           f"rejected {counts['rejected']}, conflict {counts['conflict']}", file=out)
-    for problem in file_problems:
+    for problem in events_file.problems:
         print(f"  {problem.location}: unreadable: {problem.reason}", file=out)
     for result in results:
         if result.get("status") in ("rejected", "conflict"):
             reasons = "; ".join(f"{r['path'] + ': ' if r.get('path') else ''}{r['reason']}" for r in result.get("reasons", []))
-            print(f"  event #{result['index']} id={result.get('id')} {result['status']} "
+            print(f"  {events_file.locations[result['index']]} id={result.get('id')} {result['status']} "
                   f"({result.get('code', '')}): {reasons}", file=out)
     return 1 if counts["rejected"] or counts["conflict"] else 0

@@ -6,16 +6,21 @@ payments and a reallocation; one event sent twice (counted once) and one
 invalid event (rejected with the reason). A staged reform linked to the line
 drifts so that an adjustment fires. Everything goes through the ingest HTTP
 API with per-ministry tokens, exactly as a ministry's system would publish.
+
+The scenario's clock is fixed the first time the demo runs on a stack home
+(<home>/demo-anchor), so a second run sends the very same events: ingest
+answers `duplicate` for each, and the demo says nothing new was published
+instead of reporting conflicts for ids whose times moved.
 """
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from services.shared.config import Settings
 from services.shared.contract import make_event
+from services.shared.http_client import get_json
 from services.shared.money import format_ore_readable
 from services.localstack.processes import wait_until
 from services.localstack.stack import LocalStack
@@ -50,17 +55,36 @@ def invalid_event(now: datetime) -> dict:
 
 
 def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
+    return get_json(url, "the demo's stack", timeout_s=5)
+
+
+def scenario_anchor(home: Path, now: datetime) -> datetime:
+    """The scenario's "now": fixed at the first run on this home, so re-runs publish identical events."""
+    path = home / "demo-anchor"
+    try:
+        return datetime.fromisoformat(path.read_text().strip())
+    except (OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(now.isoformat() + "\n")
+        return now
+
+
+def outcome_line(outcome_counts: dict[str, int], expected_duplicates: int) -> str:
+    """The publish summary; on a re-run (only duplicates and the planned rejection) say so plainly."""
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(outcome_counts.items()))
+    if not outcome_counts.get("accepted") and not outcome_counts.get("conflict") \
+            and outcome_counts.get("duplicate", 0) > expected_duplicates:
+        return f"  already published on this stack: nothing new was sent ({counts})"
+    return f"  {counts}"
 
 
 def run_demo(settings: Settings, keep_running: bool = True) -> int:
     from services.ingest.client import IngestClient
     from services.ingest.tokens import issue_token
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
     stack = LocalStack(settings)
     stack.up()
+    now = scenario_anchor(settings.home, datetime.now(timezone.utc).replace(microsecond=0))
 
     events = budget_scenario(now)
     try:
@@ -81,12 +105,13 @@ def run_demo(settings: Settings, keep_running: bool = True) -> int:
     outcome_counts: dict[str, int] = defaultdict(int)
     rejected = []
     for ministry, ministry_events in sorted(by_ministry.items()):
-        client = IngestClient(settings.service_url("ingest"), issue_token(settings, ministry, name="demo"))
-        for result in client.publish(ministry_events):
-            outcome_counts[result["status"]] += 1
-            if result["status"] in ("rejected", "conflict"):
-                rejected.append(result)
-    print("  " + ", ".join(f"{count} {status}" for status, count in sorted(outcome_counts.items())))
+        with IngestClient(settings.service_url("ingest"), issue_token(settings, ministry, name="demo"),
+                          on_retry=lambda line: print(f"  {line}", flush=True)) as client:
+            for result in client.publish(ministry_events):
+                outcome_counts[result["status"]] += 1
+                if result["status"] in ("rejected", "conflict"):
+                    rejected.append(result)
+    print(outcome_line(outcome_counts, expected_duplicates=1))
     for result in rejected:
         reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in result.get("reasons", []))
         print(f"  {result['status']} {result['id']}: {reasons}")

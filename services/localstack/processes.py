@@ -1,5 +1,8 @@
 """Start, watch and stop the local stack's processes (by pid, never by name).
 
+psutil answers "is this pid alive, and is it still the process we started"
+(its create time), which replaces reading /proc by hand.
+
 Used by `reformspor up/down`, the demo and the test fixtures, so all of them
 start and stop things the same way.
 """
@@ -15,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
+
+import psutil
 
 
 class StartupError(RuntimeError):
@@ -73,18 +78,20 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    # A zombie (exited, not yet reaped) counts as gone.
+
+
+def create_time(pid: int) -> float | None:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def spawn(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
@@ -138,30 +145,45 @@ def _reap(pid: int) -> None:
 
 
 class PidFile:
-    """A pid recorded on disk, so `reformspor down` can stop what `up` started."""
+    """A pid recorded on disk with its process's start time, so `reformspor down` can stop what `up` started.
+
+    After a reboot (or long enough) the same pid may belong to a stranger: the
+    start time (psutil's create_time) tells them apart, so a stale pid file
+    never leads to signalling someone else's process.
+    """
+
+    CREATE_TIME_TOLERANCE_S = 0.01
 
     def __init__(self, path: Path):
         self.path = path
 
     def write(self, pid: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(f"{pid}\n")
+        started = create_time(pid)
+        self.path.write_text(f"{pid} {started!r}\n" if started is not None else f"{pid}\n")
 
     def read(self) -> int | None:
+        """The recorded pid while that very process lives; None if it is gone or the pid now names another."""
         try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
+            fields = self.path.read_text().split()
+            pid = int(fields[0])
+            recorded = float(fields[1]) if len(fields) > 1 else None
+        except (OSError, ValueError, IndexError):
             return None
+        started = create_time(pid)
+        if started is None:
+            return None
+        if recorded is not None and abs(started - recorded) > self.CREATE_TIME_TOLERANCE_S:
+            return None  # the pid was reused: not ours
+        return pid
 
     def running_pid(self) -> int | None:
         pid = self.read()
         return pid if pid is not None and pid_alive(pid) else None
 
     def stop(self, timeout_s: float = 15.0) -> bool:
-        pid = self.read()
-        stopped = False
-        if pid is not None and pid_alive(pid):
+        pid = self.running_pid()
+        if pid is not None:
             stop_pid(pid, timeout_s)
-            stopped = True
         self.path.unlink(missing_ok=True)
-        return stopped
+        return pid is not None

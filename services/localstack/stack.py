@@ -12,10 +12,20 @@ from pathlib import Path
 
 from services.shared.config import Settings
 from services.localstack.kafka_local import LocalKafka
-from services.localstack.processes import PidFile, StartupError, http_ok, spawn, stop_pid, wait_until
+from services.localstack.processes import (PidFile, StartupError, http_ok, port_open, spawn, stop_pid,
+                                           wait_until)
 from services.shared.topics import ensure_topics
+from services.shared.usererror import UserError
 
 SERVICES = ("ingest", "budsjett", "milepael")
+
+
+def require_kafka(settings: Settings) -> None:
+    """Fail in one line, at once, when nothing listens at the bootstrap address (kafka-python would wait 30 s)."""
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    if not port.isdigit() or not port_open(int(port), host or "127.0.0.1"):
+        raise UserError(f"Kafka is not reachable at {settings.kafka_bootstrap}; start it with `reformspor up` "
+                        "(or set REFORMSPOR_KAFKA_BOOTSTRAP / --kafka)")
 
 
 class LocalStack:
@@ -37,6 +47,10 @@ class LocalStack:
     # --- Kafka ---------------------------------------------------------------
 
     def start_kafka(self) -> None:
+        if self.kafka.pid_file.running_pid() is None and port_open(self.kafka.port):
+            raise UserError(f"port {self.kafka.port} is in use by a process this stack (home {self.settings.home}) "
+                            "did not start; stop it, or give this stack another port with "
+                            "REFORMSPOR_KAFKA_BOOTSTRAP=127.0.0.1:<port> (or --kafka)")
         self.kafka.start()
         ensure_topics(self.settings)
 
@@ -54,6 +68,9 @@ class LocalStack:
         if running:
             return running
         settings = replace(self.settings, **{f"{service}_port": port}) if port else self.settings
+        if port_open(settings.port(service)):
+            raise UserError(f"port {settings.port(service)} for {name} is in use by a process this stack did not "
+                            f"start; stop it, or set REFORMSPOR_{service.upper()}_PORT")
         env = {**settings.to_env(), **(extra_env or {})}
         process = spawn([sys.executable, "-m", "services.cli", service], self.log_path(name), env=env)
         self.pid_file(name).write(process.pid)
@@ -81,9 +98,16 @@ class LocalStack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
     def up(self, services: tuple[str, ...] = SERVICES, progress=print) -> None:
-        progress(f"Starting Kafka on {self.settings.kafka_bootstrap} …")
-        self.start_kafka()
+        if (kafka_pid := self.kafka.pid_file.running_pid()):
+            progress(f"Kafka is already running on {self.settings.kafka_bootstrap} (pid {kafka_pid})")
+            ensure_topics(self.settings)
+        else:
+            progress(f"Starting Kafka on {self.settings.kafka_bootstrap} …")
+            self.start_kafka()
         for service in services:
+            if (pid := self.pid_file(service).running_pid()):
+                progress(f"{service} is already running on {self.settings.service_url(service)} (pid {pid})")
+                continue
             progress(f"Starting {service} on {self.settings.service_url(service)} …")
             self.start_service(service)
 
@@ -94,11 +118,17 @@ class LocalStack:
             found["kafka"] = kafka_pid
         return found
 
-    def down(self, progress=print) -> None:
-        """Stop every service this stack started, then Kafka; by pid, never by name."""
+    def down(self, progress=print) -> list[str]:
+        """Stop every service this stack started, then Kafka; by pid, never by name. Returns what it stopped."""
+        stopped = []
         if self.run_dir.exists():
             for pid_path in sorted(self.run_dir.glob("*.pid")):
                 if self.stop_service(pid_path.stem):
                     progress(f"Stopped {pid_path.stem}")
+                    stopped.append(pid_path.stem)
         if self.kafka.stop():
             progress("Stopped Kafka")
+            stopped.append("kafka")
+        if not stopped:
+            progress(f"Nothing to stop: no process of this stack (home {self.settings.home}) is running.")
+        return stopped

@@ -2,15 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
+from services.shared.http_client import get_json
 
 
 def register(subparsers, settings_from_args) -> None:
@@ -24,20 +18,13 @@ def register(subparsers, settings_from_args) -> None:
         from services.milepael.scenario import summary_lines
 
         base = settings_from_args(args).service_url("milepael")
-        try:
-            if args.reform_id:
-                document = _get(f"{base}/v1/reforms/{urllib.parse.quote(args.reform_id, safe='')}")
-                lines = summary_lines(document)
-            else:
-                document = _get(f"{base}/v1/reforms")
-                lines = [f"{r['reform_id']:<28} {'JUSTERING' if r['adjustment_required'] else 'ok':<10} {r['title']}"
-                         for r in document["reforms"]] or ["no reforms registered"]
-        except urllib.error.HTTPError as error:
-            print(f"milepael answered {error.code}: {error.read().decode(errors='replace')[:300]}", file=sys.stderr)
-            return 1
-        except (urllib.error.URLError, OSError) as error:
-            print(f"milepael is not reachable at {base}: {error}", file=sys.stderr)
-            return 2
+        if args.reform_id:
+            document = get_json(f"{base}/v1/reforms/{urllib.parse.quote(args.reform_id, safe='')}", "milepael")
+            lines = summary_lines(document)
+        else:
+            document = get_json(f"{base}/v1/reforms", "milepael")
+            lines = [f"{r['reform_id']:<28} {'JUSTERING' if r['adjustment_required'] else 'ok':<10} {r['title']}"
+                     for r in document["reforms"]] or ["no reforms registered"]
         print(json.dumps(document, ensure_ascii=False, indent=2) if args.json else "\n".join(lines))
         return 0
 

@@ -8,10 +8,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Mapping
 
 
-def _default_home() -> Path:
-    return Path(os.environ.get("REFORMSPOR_HOME", Path.cwd() / ".reformspor")).resolve()
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The stack's home, one per user whatever the current folder: $REFORMSPOR_HOME, else the XDG data dir.
+
+    Tokens, the read models, logs and pid files live there, so `reformspor
+    tokens create` or `down` run from any folder reach the same stack.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("REFORMSPOR_HOME"):
+        return Path(environ["REFORMSPOR_HOME"]).expanduser().resolve()
+    xdg = environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return (base / "reformspor").resolve()
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,7 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "reformspor."
     partitions: int = 4
-    home: Path = field(default_factory=_default_home)
+    home: Path = field(default_factory=default_home)
     ingest_port: int = 8180
     budsjett_port: int = 8181
     milepael_port: int = 8182
@@ -100,10 +112,10 @@ class Settings:
         values = {}
         for spec in fields(cls):
             raw = environ.get(f"REFORMSPOR_{spec.name.upper()}")
-            if raw is None:
-                continue
             if spec.name == "home":
-                values[spec.name] = Path(raw).resolve()
+                values[spec.name] = default_home(environ)
+            elif raw is None:
+                continue
             elif spec.type in ("int", int):
                 values[spec.name] = int(raw)
             else:

@@ -510,9 +510,16 @@ def _build_command(args: argparse.Namespace) -> int:
 def _push_command(args: argparse.Namespace) -> int:
     from grafana_client import GrafanaApi
 
-    api = GrafanaApi.from_url(args.url, credential=args.token, timeout=args.timeout_s)
+    from services.shared.secretinput import secret_from
+    from services.shared.usererror import UserError
+
+    token = secret_from(args.token, args.token_file, "REFORMSPOR_GRAFANA_TOKEN")
+    if not token:
+        raise UserError("give the Grafana token with --token-file, REFORMSPOR_GRAFANA_TOKEN(_FILE) or --token")
+    password = secret_from(args.postgres_password, args.postgres_password_file, "REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
+    api = GrafanaApi.from_url(args.url, credential=token, timeout=args.timeout_s)
     datasources = datasource_models(args.prometheus_url, args.postgres_host, args.postgres_db, args.postgres_user,
-                                    args.postgres_password or "")
+                                    password or "")
     report = push(api, render(), datasources)
     print(f"datasources created: {', '.join(report.datasources_created) or 'none'}; "
           f"already present: {', '.join(report.datasources_present) or 'none'}")
@@ -521,10 +528,14 @@ def _push_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers, settings_from_args) -> None:
-    grafana = subparsers.add_parser("grafana", help="Grafana dashboards: build the JSON, or push them to a running Grafana")
+    grafana = subparsers.add_parser("grafana", help="Grafana dashboards: build the JSON, or push them to a running Grafana",
+                                    description="The four dashboards are code: `build` writes their JSON, `push` "
+                                                "publishes them to a running Grafana over its HTTP API.")
     actions = grafana.add_subparsers(dest="grafana_command", metavar="ACTION", required=True)
 
-    build_parser = actions.add_parser("build", help="regenerate deploy/grafana/dashboards/*.json from code")
+    build_parser = actions.add_parser("build", help="regenerate deploy/grafana/dashboards/*.json from code",
+                                      description="Render the dashboards from code (Grafana's foundation SDK) "
+                                                  "into JSON files that Grafana's provisioning loads.")
     build_parser.add_argument("--out", help=f"output folder (default {DASHBOARD_DIR})")
     build_parser.set_defaults(handler=_build_command)
 
@@ -532,11 +543,16 @@ def register(subparsers, settings_from_args) -> None:
         "push", help="publish the dashboards (and missing datasources) to Grafana over its HTTP API",
         description="Idempotent: dashboards keep their uid and are overwritten; datasources are created only if missing.")
     push_parser.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
-    push_parser.add_argument("--token", required=True, help="service account token (Editor or Admin)")
+    push_parser.add_argument("--token", help="service account token (Editor or Admin); prefer --token-file or "
+                                             "$REFORMSPOR_GRAFANA_TOKEN, which stay out of `ps` and shell history")
+    push_parser.add_argument("--token-file", help="read the token from this file (or $REFORMSPOR_GRAFANA_TOKEN_FILE)")
     push_parser.add_argument("--prometheus-url", default="http://127.0.0.1:9090", help="Prometheus URL as Grafana sees it")
     push_parser.add_argument("--postgres-host", default="127.0.0.1:5432", help="PostgreSQL host:port of budsjett's read model")
     push_parser.add_argument("--postgres-db", default="reformspor_budsjett")
     push_parser.add_argument("--postgres-user", default="grafana_reader", help="a read-only role is enough")
-    push_parser.add_argument("--postgres-password", default=None)
+    push_parser.add_argument("--postgres-password", default=None,
+                             help="prefer --postgres-password-file or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
+    push_parser.add_argument("--postgres-password-file",
+                             help="read the password from this file (or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD_FILE)")
     push_parser.add_argument("--timeout-s", type=float, default=10.0)
     push_parser.set_defaults(handler=_push_command)

@@ -22,6 +22,7 @@ from services.budsjett.catalogue import (
     resolve_fiscal_year,
 )
 from services.budsjett.readmodel import ReadModel
+from services.shared.tabular import Record
 
 GUL_BOK = Path("/work/shared/data/gul_bok_2024_datagrunnlag.xlsx")
 
@@ -141,7 +142,8 @@ def test_csv_with_leading_spaces_and_a_ministry_number_new_that_year(tmp_path):
 
 
 def test_a_file_without_ministry_names_falls_back_to_the_registrys_numbers(tmp_path):
-    rows = [{"fdep_nr": 15, "kap_nr": 1540, "post_nr": 1}, {"fdep_nr": 15, "kap_nr": 1541, "post_nr": 1}]
+    rows = [Record(2, {"fdep_nr": "15", "kap_nr": "1540", "post_nr": "1"}),
+            Record(3, {"fdep_nr": "15", "kap_nr": "1541", "post_nr": "1"})]
     assert parse_rows(rows, 2025).ministries.placed == {15: "DFD"}
     mapping = parse_rows(rows, 2024).ministries  # DFD had no number of its own in 2024
     assert mapping.placed == {} and "no ministry with this number in 2024" in mapping.unplaced[0].reason
@@ -183,6 +185,15 @@ def test_csv_with_stray_whitespace_and_empty_cells(tmp_path):
     assert first.usable_under == {(840, 70)} and first.amount_ore == 3177400000
     assert second.ministry == "KD" and second.overslagsbevilgning and second.amount_ore is None
     assert len(result.skipped) == 1 and "whole numbers" in result.skipped[0]
+    assert result.skipped[0].startswith("row 6:")  # the row Excel shows, blank rows counted
+
+
+def test_csv_as_norwegian_excel_saves_it_in_windows_1252(tmp_path):
+    path = tmp_path / "gul_bok.csv"
+    path.write_bytes("fdep_nr;kap_nr;post_nr;post_navn;beløp\r\n8;840;21;Særskilte driftsutgifter;31 774 000,00\r\n"
+                     .encode("cp1252"))
+    [item] = parse_rows(read_rows(path), 2024).items
+    assert item.post_navn == "Særskilte driftsutgifter" and item.amount_ore == 3_177_400_000
 
 
 def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
@@ -199,7 +210,7 @@ def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
     [
         ("notes.csv", "just some notes\nnothing tabular\n", "no header row with the columns fdep_nr"),
         ("broken.xlsx", "not a zip file", "not a readable xlsx workbook"),
-        ("latin1.csv", "fdep_nr;kap_nr;post_nr\n8;846;21 Spesielle driftsutgifter \xe6\xf8\xe5\n", "not UTF-8"),
+        ("binary.csv", "fdep_nr;kap_nr;post_nr\n\x00\x01\x02", "a binary file, not text"),
     ],
 )
 def test_unreadable_catalogue_files_are_refused_with_the_reason(tmp_path, name, content, reason):
@@ -230,8 +241,8 @@ def test_catalogue_import_command_takes_the_year_from_the_name_or_refuses_in_one
 
 
 def test_one_number_with_two_ministries_names_is_not_placed():
-    rows = [{"fdep_nr": 8, "fdep_navn": "Barne- og familiedepartementet", "kap_nr": 840, "post_nr": 70},
-            {"fdep_nr": 8, "fdep_navn": " Kunnskapsdepartementet", "kap_nr": 226, "post_nr": 21}]
+    rows = [Record(2, {"fdep_nr": "8", "fdep_navn": "Barne- og familiedepartementet", "kap_nr": "840", "post_nr": "70"}),
+            Record(3, {"fdep_nr": "8", "fdep_navn": " Kunnskapsdepartementet", "kap_nr": "226", "post_nr": "21"})]
     result = parse_rows(rows, 2026)
     assert result.ministries.placed == {} and "point to BFD, KD" in result.ministries.unplaced[0].reason
     assert {item.ministry for item in result.items} == {None}

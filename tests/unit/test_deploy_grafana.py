@@ -332,11 +332,21 @@ def test_second_push_updates_in_place(fake_grafana):
     assert len(fake_grafana.datasources) == 2 and len(fake_grafana.folders) == 1
 
 
-def test_push_stops_on_an_unexpected_grafana_error(fake_grafana):
-    from grafana_client.client import GrafanaServerError
-
+def test_push_stops_on_an_unexpected_grafana_error(fake_grafana, capsys):
     fake_grafana.fail_status = 500
-    with pytest.raises(GrafanaServerError):
-        _push(fake_grafana)
+    assert _push(fake_grafana) == 1  # the CLI's one-line error, no traceback
+    assert "error: GrafanaServerError: Server Error 500" in capsys.readouterr().err
     # A lookup that fails is not taken for "missing": nothing is created or published.
     assert not fake_grafana.datasources and not fake_grafana.dashboards
+
+
+def test_push_takes_its_token_from_the_environment(fake_grafana, monkeypatch, capsys):
+    from services.cli import main as cli_main
+
+    monkeypatch.setenv("REFORMSPOR_GRAFANA_TOKEN", "glsa_env_token")  # not on the command line, not in `ps`
+    assert cli_main(["grafana", "push", "--url", f"http://127.0.0.1:{fake_grafana.server_address[1]}"]) == 0
+    assert {r["authorization"] for r in fake_grafana.requests} == {"Bearer glsa_env_token"}
+    monkeypatch.delenv("REFORMSPOR_GRAFANA_TOKEN")
+    monkeypatch.delenv("REFORMSPOR_GRAFANA_TOKEN_FILE", raising=False)
+    assert cli_main(["grafana", "push", "--url", "http://127.0.0.1:9"]) == 2
+    assert "give the Grafana token with --token-file" in capsys.readouterr().err
