@@ -166,15 +166,18 @@ def check_events(items: list[Any], ministry: str, settings: Settings) -> list[It
     return results
 
 
-def settle(results: list[ItemResult], known: dict[str, KnownEvent], in_flight_hash: Callable[[str], str | None],
+def settle(results: list[ItemResult], known: dict[str, KnownEvent], elsewhere: Callable[[str], str | None],
            atomic: bool) -> None:
-    """Duplicate or conflict against what Kafka already has, or what is on its way there."""
+    """Duplicate or conflict against what Kafka already has (`known`), or what another send has on its way.
+
+    elsewhere(event id) -> the content hash of a send in flight that this request cannot join.
+    """
     for result in core.to_send(results):
         core.classify_known(result, known.get(result.event.id))
     for result in core.to_send(results):
-        pending_hash = in_flight_hash(result.event.id)
-        if pending_hash is not None and pending_hash != result.event.content_hash:
-            core.mark_conflict(result)
+        pending_hash = elsewhere(result.event.id)
+        if pending_hash is not None:
+            core.classify_known(result, KnownEvent(result.event.id, pending_hash))
     if atomic:
         core.apply_atomic(results)
 
@@ -376,9 +379,6 @@ class HttpFrontDoor:
         self.forwarder = forwarder
         self.inbound_in_flight = inbound_in_flight
 
-    def in_flight_hash(self, event_id: str) -> str | None:
-        return self.forwarder.in_flight_hash(event_id) or self.inbound_in_flight(event_id)
-
     async def post_events(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         try:
@@ -426,7 +426,7 @@ class HttpFrontDoor:
         results = check_events(items, ministry, self.settings)
         candidates = [r.event.id for r in core.to_send(results)]
         known = await asyncio.to_thread(self.store.known, candidates) if candidates else {}
-        settle(results, known, self.in_flight_hash, atomic)  # no await from here to forward's claim
+        settle(results, known, self.inbound_in_flight, atomic)  # no await from here to forward's claim
         dead_letters = asyncio.ensure_future(self.dead_letter_results(results, ministry))
         try:
             await self.forwarder.forward(results)
@@ -501,6 +501,9 @@ class InboundChannel:
         # Forwarded in the current checkpoint, not in the store yet (the sink writes it): id → content hash.
         self.pending: dict[str, str] = {}
         self.http_in_flight: Callable[[str], str | None] = lambda event_id: None
+
+    def pending_hash(self, event_id: str) -> str | None:
+        return self.pending.get(event_id)
 
     def in_flight_hash(self, event_id: str) -> str | None:
         return self.pending.get(event_id) or self.http_in_flight(event_id)
@@ -622,10 +625,10 @@ class InboundRecordSink(BatchingSink):
 
 @dataclass
 class IngestService:
-    app: Application
     http: ServiceHttp
     monitor: GroupMonitor
     sender: KafkaSender
+    stream: Callable[[], Application]
 
 
 def build(settings: Settings) -> IngestService:
@@ -637,21 +640,25 @@ def build(settings: Settings) -> IngestService:
     forwarder = Forwarder(settings, store, metrics, sender)
     inbound = InboundChannel(settings, store, metrics)
     inbound.http_in_flight = forwarder.in_flight_hash
-    front = HttpFrontDoor(settings, store, metrics, dead_letters, forwarder, inbound.in_flight_hash)
+    front = HttpFrontDoor(settings, store, metrics, dead_letters, forwarder, inbound.pending_hash)
 
-    app = make_application("ingest", settings)
-    topics = settings.topics
-    outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
-    sdf = app.dataframe(input_topic(app, topics.inbound))
-    route_outputs(sdf, inbound.step, dead_letters, outputs, InboundRecordSink(store, inbound, metrics),
-                  with_headers=True)
+    def stream() -> Application:
+        """The inbound topic's Quix application; built again after a Kafka client error (run_service)."""
+        inbound.pending.clear()  # what the failed run had in flight was not committed: it is read again
+        app = make_application("ingest", settings)
+        topics = settings.topics
+        outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
+        sdf = app.dataframe(input_topic(app, topics.inbound))
+        route_outputs(sdf, inbound.step, dead_letters, outputs, InboundRecordSink(store, inbound, metrics),
+                      with_headers=True)
+        return app
 
-    monitor = GroupMonitor(settings, "ingest", [topics.inbound], registry)
+    monitor = GroupMonitor(settings, "ingest", [settings.topics.inbound], registry)
     http = ServiceHttp("ingest", settings, registry, monitor)
     http.app.router.add_post("/v1/events", front.post_events)
     http.app.router.add_get("/openapi.json", serve_openapi)
     http.ready_checks.append(sender.problems)
-    return IngestService(app, http, monitor, sender)
+    return IngestService(http, monitor, sender, stream)
 
 
 async def serve_openapi(request: web.Request) -> web.Response:
@@ -662,6 +669,6 @@ def main(settings: Settings) -> None:
     service = build(settings)
     service.sender.start()
     try:
-        run_service(service.app, service.http, service.monitor)
+        run_service(service.stream(), service.http, service.monitor, rebuild=service.stream)
     finally:
         service.sender.stop()  # flush what the HTTP channel has in flight

@@ -21,18 +21,21 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from confluent_kafka import KafkaException
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from quixstreams import Application, State
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
+from quixstreams.kafka.exceptions import BaseKafkaException
 from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.sinks import BatchingSink
@@ -55,6 +58,7 @@ COMMIT_INTERVAL_S = 0.1
 # back at once instead of waiting for the dead member's session to expire (~45 s).
 SESSION_TIMEOUT_MS = 10_000
 MONITOR_INTERVAL_S = 1.0
+STREAM_RESTART_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -359,17 +363,33 @@ class ServiceHttp:
         loop.run_forever()
 
 
-def run_service(app: Application, http: ServiceHttp, monitor: GroupMonitor | None = None) -> None:
+def run_service(app: Application, http: ServiceHttp, monitor: GroupMonitor | None = None,
+                rebuild: Callable[[], Application] | None = None) -> None:
     """Serve HTTP, watch the group, and run the stream in the foreground until SIGTERM/SIGINT.
 
     An internal error in the stream stops the application without committing; the process
     then exits non-zero so its supervisor restarts it, and the input is read again.
+
+    rebuild: for a service whose HTTP side must outlive the stream (ingest's front door).
+    A Kafka client error (e.g. librdkafka's fatal "static consumer fenced" after the broker
+    was away longer than the session timeout, librdkafka issue #3437) then builds a fresh
+    Application and runs it again in this process, as a restart would, instead of exiting.
     """
     http.start()
     if monitor is not None:
         monitor.start()
     try:
-        app.run()
+        while True:
+            try:
+                app.run()
+                return
+            except (BaseKafkaException, KafkaException) as error:
+                if rebuild is None:
+                    raise
+                log.error("%s: the stream stopped on a Kafka client error (%s); nothing was committed for the "
+                          "failed work; starting it again in %.0f s", http.service, error, STREAM_RESTART_PAUSE_S)
+                time.sleep(STREAM_RESTART_PAUSE_S)
+                app = rebuild()
     except Exception:  # noqa: BLE001 - logged once, here; the exit code tells the supervisor
         log.critical("%s stopped on an internal error; nothing was committed for the failed work",
                      http.service, exc_info=True)
