@@ -126,20 +126,11 @@ def json_bytes(document: Any, dump: Callable[[Any], bytes] = dumps_compact) -> b
         return json.dumps(document, ensure_ascii=True, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One validated event as it goes to Kafka."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-
-
-def outgoing(event: Event, settings: Settings) -> Outgoing:
+def outgoing(event: Event, settings: Settings) -> Record:
+    """One validated event as it goes to Kafka (by either channel)."""
     topic = settings.topics.budget if event.is_budget else settings.topics.reform
-    return Outgoing(topic, event.key.encode("utf-8"), dumps_compact(event.to_wire()),
-                    ((PUBLISHER_HEADER, event.source_ministry.encode("utf-8")),))
+    return Record(topic, event.key.encode("utf-8"), dumps_compact(event.to_wire()),
+                  ((PUBLISHER_HEADER, event.source_ministry.encode("utf-8")),))
 
 
 def internal_rejection(index: int, document: Any, what: str) -> ItemResult:
@@ -233,7 +224,7 @@ class KafkaSender:
     def problems(self) -> list[str]:
         return [self.problem] if self.problem else []
 
-    def send(self, message: Outgoing | Record) -> asyncio.Future:
+    def send(self, message: Record) -> asyncio.Future:
         """Queue a message; the future resolves with Delivered once Kafka acknowledged it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
@@ -537,9 +528,7 @@ class InboundChannel:
             raise Rejection([str(p) for p in result.problems], core.dead_letter_reason_label(result))
         event = result.event
         self.pending[event.id] = event.content_hash
-        out = outgoing(event, self.settings)
-        return [Record(out.topic, out.key, out.value, out.headers),
-                InboundAccepted(event.id, event.content_hash, event.source_ministry)]
+        return [outgoing(event, self.settings), InboundAccepted(event.id, event.content_hash, event.source_ministry)]
 
     def known(self, result: ItemResult) -> dict[str, KnownEvent]:
         """What the store knows of this event, unless it was recorded from this very message.
