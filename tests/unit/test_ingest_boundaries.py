@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import re
+from types import SimpleNamespace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -151,3 +152,29 @@ def test_the_front_door_outlives_a_kafka_client_error_of_the_stream(monkeypatch)
     monkeypatch.setattr(streaming.os, "_exit", lambda code: pytest.fail(f"exited {code}"))
     streaming.run_service(first, Http(), rebuild=lambda: second)
     assert first.ran and second.ran
+
+
+def test_an_inbound_message_read_again_after_an_aborted_checkpoint_is_forwarded_again(settings, monkeypatch):
+    """The sink wrote its idempotency record, the transaction did not commit: the same offset is not a duplicate."""
+    key_id, key = issue_signing_key(settings, "BFD")
+    store = IngestStore(settings.db_url("ingest"))
+    registry = CollectorRegistry()
+    channel = ingest_app.InboundChannel(settings, store, ingest_app.Metrics(
+        registry, DeadLetters("ingest", settings.topics.dead_letter, registry)))
+    sink = ingest_app.InboundRecordSink(store, channel, channel.metrics)
+    value = json.dumps(sample_event(event_id="again")).encode()
+    headers = [("reformspor-key-id", str(key_id).encode()), ("reformspor-signature", core.sign(key, value).encode())]
+
+    def at(offset: int) -> list:
+        position = SimpleNamespace(topic=settings.topics.inbound, partition=2, offset=offset)
+        monkeypatch.setattr(ingest_app, "message_context", lambda: position)
+        return channel.step(value, b"k", None, headers)
+
+    record, row = at(5)
+    assert record.topic == settings.topics.budget
+    sink.add(row, b"k", 0, [], settings.topics.inbound, 2, 5)
+    sink.flush()  # the checkpoint wrote the record; say its transaction then aborted
+    [again, _] = at(5)
+    assert again == record
+    channel.pending.clear()
+    assert at(6) == []  # a later copy of the event is a duplicate
