@@ -95,7 +95,6 @@ class KafkaUnavailable(Exception):
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, dead_letters: DeadLetters) -> None:
-        self.registry = registry
         self.dead_letters = dead_letters.counter  # one counter for both channels, labelled {service, reason}
         self.events = Counter("reformspor_ingest_events", "Events received by ingest, by channel and outcome",
                               ["channel", "outcome"], registry=registry)
