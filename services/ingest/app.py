@@ -5,14 +5,25 @@ identity, deduplicate by event id, and forward the canonical envelope to the
 budget or reform topic (key line_id / reform_id, header reformspor-publisher).
 Rejected input goes, unchanged, to the dead-letter topic with the reason.
 
-Durability: validated events go through ingest's own idempotent producer
-(acks=all, enable_idempotence). A request is answered 2xx only after Kafka
-acknowledged every event in it; the idempotency record (event id → content
-hash) is written only after that ack. If Kafka does not acknowledge within
-ACK_TIMEOUT_S the reply is 503 with Retry-After. The send is *not* abandoned:
-the idempotent producer keeps retrying it, and a retried POST of the same id
-joins that same in-flight send instead of producing a second copy, so every
-acknowledged event is on the topic exactly once.
+Two halves, one process (streaming.run_service):
+
+- HTTP (aiohttp, in its own thread): validated events go through ingest's own
+  idempotent confluent-kafka producer (acks=all, enable.idempotence). A request
+  is answered 2xx only after Kafka acknowledged every event in it; the
+  idempotency record (event id → content hash) is written only after that ack.
+  If Kafka does not acknowledge within ACK_TIMEOUT_S the reply is 503 with
+  Retry-After. The send is *not* abandoned: the producer keeps retrying it, and
+  a retried POST of the same id joins that same in-flight send instead of
+  producing a second copy, so every acknowledged event is on the topic once.
+- The raw inbound topic (a Quix Streams application, in the main thread):
+  each message is checked and either forwarded or dead-lettered inside the
+  checkpoint's Kafka transaction, so no offset is ever skipped or lost. The
+  idempotency record of a forwarded event is written by the sink at the
+  checkpoint, with the inbound position it came from (see InboundRecordSink).
+
+Handler boundaries (issue 16): a bug while checking one event costs that event
+a rejection (422 / dead letter with a correlation id in the reason and the
+log), never a 500, a lost event or a skipped offset.
 
 Publisher identity on the raw Kafka topic
 -----------------------------------------
@@ -40,38 +51,42 @@ seen by consumers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
-import faust
-from aiokafka import AIOKafkaProducer
-from faust.web import Request, Response, View
-from mode import Service
+from aiohttp import web
+from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from quixstreams import Application, State, message_context
+from quixstreams.sinks import BatchingSink, SinkBatch
+from sqlalchemy.exc import OperationalError
 
 from services.ingest import core
-from services.ingest.core import ItemResult
-from services.ingest.openapi import openapi_document
+from services.ingest.core import ItemResult, KnownEvent
+from services.ingest.openapi import ACCEPTED_CONTENT_TYPES, openapi_document
 from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
+from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
-from services.shared.service import (add_standard_routes, make_app, raw_topic, run_worker, send_dead_letter,
-                                     track_consumer_lag)
+from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
+                                       connection_config, input_topic, make_application, output_topic,
+                                       route_outputs, run_service)
 
 log = logging.getLogger("reformspor.ingest")
 
 ACK_TIMEOUT_S = 10.0
-ENQUEUE_TIMEOUT_S = 5.0
 DEAD_LETTER_TIMEOUT_S = 5.0
 DEAD_LETTER_SAMPLE_BYTES = 65_536
-# Kafka refuses messages over ~1 MB by default; a body near our 1 MiB limit is cut to fit, and the reason says so.
-DEAD_LETTER_MAX_BYTES = 512 * 1024
+PRODUCER_PROBE_INTERVAL_S = 2.0
+SHUTDOWN_FLUSH_S = 10.0
 PUBLISHER_HEADER = "reformspor-publisher"
 KEY_ID_HEADER = "reformspor-key-id"
 SIGNATURE_HEADER = "reformspor-signature"
-PROBLEM_JSON = "application/problem+json"
 
 
 class KafkaUnavailable(Exception):
@@ -79,76 +94,187 @@ class KafkaUnavailable(Exception):
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry, dead_letters: DeadLetters) -> None:
+        self.dead_letters = dead_letters.counter  # one counter for both channels, labelled {service, reason}
         self.events = Counter("reformspor_ingest_events", "Events received by ingest, by channel and outcome",
-                              ["channel", "outcome"], registry=self.registry)
+                              ["channel", "outcome"], registry=registry)
         self.request_seconds = Histogram("reformspor_ingest_request_seconds", "HTTP request handling time",
-                                         ["route"], registry=self.registry)
-        self.dead_letters = Counter("reformspor_dead_letters", "Messages written to the dead-letter topic",
-                                    ["service", "reason"], registry=self.registry)
+                                         ["route"], registry=registry)
         self.last_event = Gauge("reformspor_ingest_last_event_timestamp_seconds",
                                 "Unix time of the last accepted event per publishing ministry",
-                                ["ministry"], registry=self.registry)
+                                ["ministry"], registry=registry)
         self.unavailable = Counter("reformspor_ingest_kafka_unavailable",
                                    "Requests answered 503 because Kafka did not acknowledge in time",
-                                   registry=self.registry)
+                                   registry=registry)
         for channel in ("http", "kafka"):
             for outcome in ("accepted", "duplicate", "rejected", "conflict", "forbidden"):
                 self.events.labels(channel=channel, outcome=outcome)
 
+    def count(self, results: list[ItemResult], channel: str) -> None:
+        for result in results:
+            self.events.labels(channel=channel, outcome=result.metric_outcome).inc()
+
+
+# --- checking, shared by both channels --------------------------------------------------------
+
+def json_bytes(document: Any, dump: Callable[[Any], bytes] = dumps_compact) -> bytes:
+    """`dump(document)`; a lone surrogate (which UTF-8 cannot carry) is written as a JSON \\u escape instead."""
+    try:
+        return dump(document)
+    except UnicodeEncodeError:
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":"), sort_keys=True, default=str).encode()
+
+
+def outgoing(event: Event, settings: Settings) -> Record:
+    """One validated event as it goes to Kafka (by either channel)."""
+    topic = settings.topics.budget if event.is_budget else settings.topics.reform
+    return Record(topic, event.key.encode("utf-8"), dumps_compact(event.to_wire()),
+                  ((PUBLISHER_HEADER, event.source_ministry.encode("utf-8")),))
+
+
+def internal_rejection(index: int, document: Any, what: str) -> ItemResult:
+    """The boundary: an unexpected error while checking one event rejects that event, with an id in the log."""
+    correlation_id = uuid.uuid4().hex
+    log.exception("unexpected error while checking %s [correlation_id=%s]", what, correlation_id)
+    return ItemResult(index=index, raw=document, status=core.REJECTED, code=core.CODE_INVALID, problems=[
+        FieldProblem("", f"internal error while checking this event; it was not accepted "
+                         f"(correlation id {correlation_id})")])
+
+
+def check_events(items: list[Any], ministry: str, settings: Settings) -> list[ItemResult]:
+    """core.check_item for each item, behind the boundary; an accepted event must also encode for Kafka."""
+    results = []
+    for index, item in enumerate(items):
+        try:
+            result = core.check_item(index, item, ministry)
+            if result.event is not None:
+                outgoing(result.event, settings)
+        except Exception:  # noqa: BLE001 - the boundary: a checking bug rejects the event, never more
+            result = internal_rejection(index, item, f"event {index}")
+        results.append(result)
+    core.mark_repeats_within_batch(results)
+    return results
+
+
+def settle(results: list[ItemResult], known: dict[str, KnownEvent], elsewhere: Callable[[str], str | None],
+           atomic: bool) -> None:
+    """Duplicate or conflict against what Kafka already has (`known`), or what another send has on its way.
+
+    elsewhere(event id) -> the content hash of a send in flight that this request cannot join.
+    """
+    for result in core.to_send(results):
+        core.classify_known(result, known.get(result.event.id))
+    for result in core.to_send(results):
+        pending_hash = elsewhere(result.event.id)
+        if pending_hash is not None:
+            core.classify_known(result, KnownEvent(result.event.id, pending_hash))
+    if atomic:
+        core.apply_atomic(results)
+
+
+# --- the HTTP channel's producer ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+class KafkaSender:
+    """confluent-kafka's idempotent producer (acks=all), bridged to asyncio.
+
+    produce() only queues; a poll thread serves the delivery callbacks, which
+    resolve futures on the caller's loop (call_soon_threadsafe). A probe thread
+    asks the broker for metadata so /readyz can say whether Kafka answers.
+    """
+
+    def __init__(self, settings: Settings):
+        config = connection_config(settings).as_librdkafka_dict()
+        config.update({"client.id": "reformspor-ingest-http", "acks": "all", "enable.idempotence": True,
+                       "linger.ms": 2, "request.timeout.ms": 15_000, "partitioner": PARTITIONER})
+        self.producer = Producer(config)
+        self.problem: str | None = "producer not checked yet"
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._poll, name="ingest-producer-poll", daemon=True).start()
+        threading.Thread(target=self._probe, name="ingest-producer-probe", daemon=True).start()
+
+    def stop(self) -> None:
+        left = self.producer.flush(SHUTDOWN_FLUSH_S)
+        self._stop.set()
+        if left:
+            log.error("%d messages still unacknowledged at shutdown", left)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def _probe(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.producer.list_topics(timeout=PRODUCER_PROBE_INTERVAL_S)
+                self.problem = None
+            except Exception as error:  # noqa: BLE001 - reported by /readyz
+                self.problem = f"Kafka metadata request failed: {error}"
+            self._stop.wait(PRODUCER_PROBE_INTERVAL_S)
+
+    def problems(self) -> list[str]:
+        return [self.problem] if self.problem else []
+
+    def send(self, message: Record) -> asyncio.Future:
+        """Queue a message; the future resolves with Delivered once Kafka acknowledged it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, delivered: Message) -> None:  # runs in the poll thread
+            outcome = KafkaUnavailable(error.str()) if error is not None else \
+                Delivered(delivered.topic(), delivered.partition(), delivered.offset())
+            loop.call_soon_threadsafe(settle_future, future, outcome)
+
+        try:
+            self.producer.produce(message.topic, value=message.value, key=message.key,
+                                  headers=list(message.headers), on_delivery=on_delivery)
+        except Exception as error:  # noqa: BLE001 - queue full or a client error: not acknowledged
+            settle_future(future, KafkaUnavailable(f"{type(error).__name__}: {error}"))
+        return future
+
+
+def settle_future(future: asyncio.Future, outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
 
 @dataclass
-class _Pending:
+class InFlight:
     content_hash: str
     future: asyncio.Future
 
 
 class Forwarder:
-    """Sends validated events with ingest's idempotent producer; one in-flight send per event id."""
+    """Sends the HTTP channel's validated events; one in-flight send per event id."""
 
-    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics):
+    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics, sender: KafkaSender):
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.producer: AIOKafkaProducer | None = None
-        self.pending: dict[str, _Pending] = {}
-        self._tasks: set[asyncio.Future] = set()
+        self.sender = sender
+        self.pending: dict[str, InFlight] = {}
+        self.tasks: set[asyncio.Future] = set()
 
-    async def start(self) -> None:
-        while self.producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                client_id="reformspor-ingest",
-                acks="all",
-                enable_idempotence=True,
-                request_timeout_ms=15000,
-                linger_ms=2,
-            )
-            try:
-                await producer.start()
-                self.producer = producer
-            except Exception as error:  # broker not up yet: keep trying; /readyz says not ready
-                log.warning("ingest producer cannot start yet: %s", error)
-                await producer.stop()
-                await asyncio.sleep(1.0)
+    def in_flight_hash(self, event_id: str) -> str | None:
+        """Read from both threads; a single dict lookup is atomic."""
+        entry = self.pending.get(event_id)
+        return entry.content_hash if entry is not None else None
 
-    async def stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()  # flushes what is in flight
-
-    async def kafka_problems(self) -> list[str]:
-        if self.producer is None:
-            return ["ingest producer not connected to Kafka"]
-        try:
-            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3.0)
-        except Exception as error:
-            return [f"Kafka metadata request failed: {type(error).__name__}"]
-        return []
-
-    def claim(self, results: list[ItemResult], channel: str) -> list[tuple[ItemResult, asyncio.Future]]:
+    def claim(self, results: list[ItemResult]) -> list[asyncio.Future]:
         """Join in-flight sends of the same id, start the rest. Synchronous: no await between check and claim."""
-        waits: list[tuple[ItemResult, asyncio.Future]] = []
+        waits: list[asyncio.Future] = []
         fresh: list[ItemResult] = []
         loop = asyncio.get_running_loop()
         for result in results:
@@ -158,76 +284,57 @@ class Forwarder:
                 if entry.content_hash != event.content_hash:
                     core.mark_conflict(result)
                 else:
-                    waits.append((result, entry.future))
+                    waits.append(entry.future)
                 continue
             future = loop.create_future()
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
-            self.pending[event.id] = _Pending(event.content_hash, future)
+            self.pending[event.id] = InFlight(event.content_hash, future)
             fresh.append(result)
-            waits.append((result, future))
+            waits.append(future)
         if fresh:
-            task = asyncio.ensure_future(self._deliver(fresh, channel))
-            self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
-            task.add_done_callback(self._tasks.discard)
+            task = asyncio.ensure_future(self.deliver(fresh))
+            self.tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+            task.add_done_callback(self.tasks.discard)
         return waits
 
-    async def _deliver(self, results: list[ItemResult], channel: str) -> None:
-        sends: list[tuple[ItemResult, Any]] = []
-        try:
-            for result in results:
-                event = result.event
-                if self.producer is None:
-                    raise KafkaUnavailable("producer not connected")
-                topic = self.settings.topics.budget if event.is_budget else self.settings.topics.reform
-                # Enqueueing waits for metadata; bounded so a dead broker cannot hold it forever.
-                ack = await asyncio.wait_for(
-                    self.producer.send(topic, value=dumps_compact(event.to_wire()), key=event.key.encode("utf-8"),
-                                       headers=[(PUBLISHER_HEADER, event.source_ministry.encode("utf-8"))]),
-                    ENQUEUE_TIMEOUT_S)
-                sends.append((result, ack))
-        except Exception as error:
-            for result in results[len(sends):]:
-                self._finish(result.event.id, error=KafkaUnavailable(str(error) or type(error).__name__))
-        acked: list[tuple[ItemResult, Any]] = []
-        for result, ack in sends:
+    async def deliver(self, results: list[ItemResult]) -> None:
+        acks = [(result, self.sender.send(outgoing(result.event, self.settings))) for result in results]
+        acked: list[tuple[ItemResult, Delivered]] = []
+        for result, ack in acks:
             try:
                 acked.append((result, await ack))  # the idempotent producer retries until Kafka has it
-            except Exception as error:
-                self._finish(result.event.id, error=KafkaUnavailable(str(error) or type(error).__name__))
-        if not acked:
-            return
-        records = [
-            IngestRecord(event_id=r.event.id, content_hash=r.event.content_hash, ministry=r.event.source_ministry,
-                         channel=channel, topic=meta.topic, partition=meta.partition, offset=meta.offset)
-            for r, meta in acked
-        ]
+            except KafkaUnavailable as error:
+                self.finish(result.event.id, error=error)
+        if acked:
+            await self.remember(acked)
+
+    async def remember(self, acked: list[tuple[ItemResult, Delivered]]) -> None:
+        records = [IngestRecord(event_id=r.event.id, content_hash=r.event.content_hash, ministry=r.event.source_ministry,
+                                channel="http", topic=d.topic, partition=d.partition, offset=d.offset)
+                   for r, d in acked]
         for attempt in range(5):
             try:
                 await asyncio.to_thread(self.store.record, records)
                 break
-            except Exception as error:  # the event is on Kafka; keep trying to remember that
+            except Exception as error:  # noqa: BLE001 - the event is on Kafka; keep trying to remember that
                 log.error("cannot write idempotency records (attempt %d): %s", attempt + 1, error)
                 await asyncio.sleep(0.5 * (attempt + 1))
         now = time.time()
-        for result, meta in acked:
+        for result, delivered in acked:
             self.metrics.last_event.labels(ministry=result.event.source_ministry).set(now)
-            self._finish(result.event.id, value=meta)
+            self.finish(result.event.id, value=delivered)
 
-    def _finish(self, event_id: str, value: Any = None, error: Exception | None = None) -> None:
+    def finish(self, event_id: str, value: Any = None, error: Exception | None = None) -> None:
         entry = self.pending.pop(event_id, None)
-        if entry is None or entry.future.done():
-            return
-        if error is not None:
-            entry.future.set_exception(error)
-        else:
-            entry.future.set_result(value)
+        if entry is not None:
+            settle_future(entry.future, error if error is not None else value)
 
-    async def forward(self, results: list[ItemResult], channel: str, timeout_s: float = ACK_TIMEOUT_S) -> None:
+    async def forward(self, results: list[ItemResult], timeout_s: float = ACK_TIMEOUT_S) -> None:
         """Send every still-accepted result; return when Kafka acknowledged all, else raise KafkaUnavailable."""
-        waits = self.claim(core.to_send(results), channel)
+        waits = self.claim(core.to_send(results))
         if not waits:
             return
-        futures = [asyncio.shield(future) for _, future in waits]
+        futures = [asyncio.shield(future) for future in waits]
         done, not_done = await asyncio.wait(futures, timeout=timeout_s)
         for future in not_done:
             future.cancel()  # cancels the shield only; the send itself goes on
@@ -236,219 +343,320 @@ class Forwarder:
             raise KafkaUnavailable(f"{len(not_done)} not acknowledged in {timeout_s:.0f}s, {len(failed)} failed")
 
 
-class Ingestor:
-    """The shell around the pure core, shared by the HTTP and Kafka channels."""
+# --- the HTTP channel ---------------------------------------------------------------------------
 
-    def __init__(self, app: faust.App, settings: Settings, store: IngestStore, metrics: Metrics):
-        self.app = app
+def problem_response(document: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json_bytes(document), status=document["status"], content_type=PROBLEM_JSON,
+                        headers=headers)
+
+
+def unsupported_media_type(content_type: str) -> dict[str, Any]:
+    accepted = ", ".join(ACCEPTED_CONTENT_TYPES)
+    return {"type": core.PROBLEM_BASE + "unsupported-media-type", "title": "Unsupported Content-Type",
+            "title_nb": "Innholdstypen støttes ikke", "status": 415,
+            "detail": f"Content-Type {content_type!r} is not accepted; send one of {accepted}"}
+
+
+class HttpFrontDoor:
+    """POST /v1/events: authenticate, read, check, forward, answer."""
+
+    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics, dead_letters: DeadLetters,
+                 forwarder: Forwarder, inbound_in_flight: Callable[[str], str | None]):
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.forwarder = Forwarder(settings, store, metrics)
+        self.dead_letters = dead_letters
+        self.forwarder = forwarder
+        self.inbound_in_flight = inbound_in_flight
 
-    async def decide(self, items: list[Any], ministry: str, atomic: bool) -> list[ItemResult]:
-        results = [core.check_item(index, item, ministry) for index, item in enumerate(items)]
-        core.mark_repeats_within_batch(results)
-        candidates = core.to_send(results)
-        known = await asyncio.to_thread(self.store.known, [r.event.id for r in candidates]) if candidates else {}
-        for result in candidates:
-            core.classify_known(result, known.get(result.event.id))
-        for result in core.to_send(results):  # in flight with other content is a conflict too
-            entry = self.forwarder.pending.get(result.event.id)
-            if entry is not None and entry.content_hash != result.event.content_hash:
-                core.mark_conflict(result)
-        if atomic:
-            core.apply_atomic(results)
-        return results
-
-    async def dead_letter(self, value: bytes, key: bytes | None, reasons: list[str], origin: str, label: str) -> None:
-        if len(value) > DEAD_LETTER_MAX_BYTES:
-            reasons = [*reasons, f"(value truncated to its first {DEAD_LETTER_MAX_BYTES} of {len(value)} bytes)"]
-            value = value[:DEAD_LETTER_MAX_BYTES]
+    async def post_events(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
         try:
-            await asyncio.wait_for(
-                send_dead_letter(self.app, self.settings, value, key, reasons, origin), DEAD_LETTER_TIMEOUT_S)
-            self.metrics.dead_letters.labels(service="ingest", reason=label).inc()
-        except Exception as error:  # the caller still gets the reasons in the reply
-            log.error("dead-letter write failed (%s): %s", label, error)
-            self.metrics.dead_letters.labels(service="ingest", reason="dead_letter_failed").inc()
+            return await self.handle_post(request)
+        finally:
+            self.metrics.request_seconds.labels(route="/v1/events").observe(time.monotonic() - started)
 
-    async def dead_letter_results(self, results: list[ItemResult], origin: str) -> None:
-        # Concurrently, so a slow broker costs one DEAD_LETTER_TIMEOUT_S per request, not one per event.
-        await asyncio.gather(*(
-            self.dead_letter(dumps_raw(result.raw), result.event.key.encode("utf-8") if result.event else None,
-                             [str(p) for p in result.problems], origin, core.dead_letter_reason_label(result))
-            for result in results if result.is_bad
-        ))
+    async def ministry_of(self, authorization: str | None) -> str | None:
+        token = core.parse_bearer(authorization)
+        try:
+            hashed = core.token_hash(token) if token else None
+        except UnicodeEncodeError:  # undecodable header bytes: no token of ours looks like that
+            return None
+        credential = await asyncio.to_thread(self.store.credential_by_hash, hashed) if hashed else None
+        return credential.ministry if credential is not None else None
 
-    def count(self, results: list[ItemResult], channel: str) -> None:
-        for result in results:
-            self.metrics.events.labels(channel=channel, outcome=result.metric_outcome).inc()
-
-    # --- raw Kafka channel --------------------------------------------------------
-
-    async def handle_inbound(self, value: bytes | None, key: bytes | None, headers: dict[str, bytes]) -> str:
-        """One message from the inbound topic. Returns the outcome (for tests and logs)."""
-        value = value or b""
-        origin = "kafka:inbound"
-        ministry, reason = await self._signer(value, headers)
+    async def handle_post(self, request: web.Request) -> web.Response:
+        ministry = await self.ministry_of(request.headers.get("Authorization"))
         if ministry is None:
-            await self.dead_letter(value[:DEAD_LETTER_SAMPLE_BYTES], key, [reason], origin, "unsigned")
-            self.metrics.events.labels(channel="kafka", outcome="forbidden").inc()
-            return "forbidden"
-        try:
-            document = loads_strict(value)
-        except JsonInputError as error:
-            await self.dead_letter(value[:DEAD_LETTER_SAMPLE_BYTES], key, [str(error)], origin, "malformed")
-            self.metrics.events.labels(channel="kafka", outcome="rejected").inc()
-            return "rejected"
-        results = await self.decide([document], ministry, atomic=False)
-        while core.to_send(results):
-            try:
-                await self.forwarder.forward(results, "kafka")
-                break
-            except KafkaUnavailable as error:  # hold the partition until Kafka is back: nothing is skipped
-                log.warning("inbound forward waiting for Kafka: %s", error)
-                await asyncio.sleep(1.0)
-        await self.dead_letter_results(results, f"{origin}:{ministry}")
-        self.count(results, "kafka")
-        return results[0].metric_outcome
-
-    async def _signer(self, value: bytes, headers: dict[str, bytes]) -> tuple[str | None, str]:
-        key_id_raw, signature_raw = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)
-        if not key_id_raw or not signature_raw:
-            return None, f"unsigned: headers {KEY_ID_HEADER} and {SIGNATURE_HEADER} are required on the inbound topic"
-        try:
-            key_id = int(key_id_raw.decode("ascii").strip())
-            signature = signature_raw.decode("ascii")
-        except (UnicodeDecodeError, ValueError):
-            return None, f"{KEY_ID_HEADER} must be a number and {SIGNATURE_HEADER} hex"
-        credential = await asyncio.to_thread(self.store.signing_credential, key_id)
-        if credential is None or not core.signature_valid(credential.signing_key, value, signature):
-            return None, "bad signature: unknown or revoked key id, or the HMAC-SHA256 of the value does not match"
-        return credential.ministry, ""
-
-    # --- HTTP channel ---------------------------------------------------------------
-
-    async def handle_post(self, view: View, request: Request) -> Response:
-        token = core.parse_bearer(request.headers.get("Authorization"))
-        credential = await asyncio.to_thread(self.store.credential_by_hash, core.token_hash(token)) if token else None
-        if credential is None:
-            return problem_response(view, core.problem(401, "unauthorized",
+            return problem_response(core.problem(401, "unauthorized",
                                     "send Authorization: Bearer <token>; tokens come from `reformspor tokens create`"),
                                     headers={"WWW-Authenticate": 'Bearer realm="reformspor"'})
-        ministry = credential.ministry
-        origin = f"http:{ministry}"
+        if request.content_type not in ACCEPTED_CONTENT_TYPES:
+            self.metrics.events.labels(channel="http", outcome="rejected").inc()
+            return problem_response(unsupported_media_type(request.headers.get("Content-Type", "")))
         atomic = request.query.get("atomic", "false").strip().lower() in ("1", "true", "yes")
-
         declared = request.content_length
         if declared is not None and declared > core.MAX_BODY_BYTES:
             error = core.BodyError(413, "payload-too-large", f"body is {declared} bytes; the limit is {core.MAX_BODY_BYTES}")
-            return await self._body_error(view, error, b"", origin)
-        raw = await request.content.read(core.MAX_BODY_BYTES + 1)
-        if len(raw) <= core.MAX_BODY_BYTES:
-            while chunk := await request.content.read(core.MAX_BODY_BYTES + 1 - len(raw)):
-                raw += chunk
-                if len(raw) > core.MAX_BODY_BYTES:
-                    break
+            return await self.body_error(error, b"", ministry)
+        raw = await read_limited(request.content, core.MAX_BODY_BYTES)
         try:
             items, is_batch = core.decode_body(raw)
         except core.BodyError as error:
-            return await self._body_error(view, error, raw, origin)
+            return await self.body_error(error, raw, ministry)
+        except Exception:  # noqa: BLE001 - the boundary: a reader bug rejects the body, with an id in the log
+            correlation_id = uuid.uuid4().hex
+            log.exception("unexpected error while reading a body [correlation_id=%s]", correlation_id)
+            error = core.BodyError(422, "unprocessable-body", f"internal error while reading the body; nothing "
+                                                              f"was accepted (correlation id {correlation_id})")
+            return await self.body_error(error, raw, ministry)
+        return await self.accept(items, is_batch, ministry, atomic)
 
-        results = await self.decide(items, ministry, atomic)
-        dead_letters = asyncio.ensure_future(self.dead_letter_results(results, origin))
+    async def accept(self, items: list[Any], is_batch: bool, ministry: str, atomic: bool) -> web.Response:
+        results = check_events(items, ministry, self.settings)
+        candidates = [r.event.id for r in core.to_send(results)]
+        known = await asyncio.to_thread(self.store.known, candidates) if candidates else {}
+        settle(results, known, self.inbound_in_flight, atomic)  # no await from here to forward's claim
+        dead_letters = asyncio.ensure_future(self.dead_letter_results(results, ministry))
         try:
-            await self.forwarder.forward(results, "http")
+            await self.forwarder.forward(results)
         except KafkaUnavailable as error:
             await dead_letters
             self.metrics.unavailable.inc()
             return problem_response(
-                view,
                 core.problem(503, "kafka-unavailable",
                              f"Kafka did not acknowledge ({error}); nothing in this request is acknowledged. "
                              f"Retry the same request: event ids make the retry safe."),
                 headers={"Retry-After": str(core.RETRY_AFTER_S)})
         await dead_letters
-        self.count(results, "http")
+        self.metrics.count(results, "http")
         status = core.response_status(results, is_batch)
         body = core.response_body(results, status)
         if not is_batch and status < 400:
             body = {**results[0].to_json(), "summary": body["summary"], "results": body["results"]}
-        return view.bytes(dumps_compact(body), content_type=PROBLEM_JSON if status >= 400 else "application/json",
-                          status=status)
+        return web.Response(body=json_bytes(body), status=status,
+                            content_type=PROBLEM_JSON if status >= 400 else "application/json")
 
-    async def _body_error(self, view: View, error: core.BodyError, raw: bytes, origin: str) -> Response:
+    async def dead_letter(self, value: bytes, key: bytes | None, reasons: list[str], label: str, ministry: str) -> None:
+        record = self.dead_letters.record(value, key, Rejection(reasons, label))
+        record = replace(record, headers=(*record.headers, (PUBLISHER_HEADER, ministry.encode("utf-8"))))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.forwarder.sender.send(record)), DEAD_LETTER_TIMEOUT_S)
+        except (KafkaUnavailable, asyncio.TimeoutError) as error:  # the caller still gets the reasons in the reply
+            log.error("dead-letter write failed (%s): %s", label, error)
+            self.metrics.dead_letters.labels(service="ingest", reason="dead_letter_failed").inc()
+
+    async def dead_letter_results(self, results: list[ItemResult], ministry: str) -> None:
+        # Concurrently, so a slow broker costs one DEAD_LETTER_TIMEOUT_S per request, not one per event.
+        await asyncio.gather(*(
+            self.dead_letter(json_bytes(result.raw, dumps_raw), result.event.key.encode("utf-8") if result.event else None,
+                             [str(p) for p in result.problems], core.dead_letter_reason_label(result), ministry)
+            for result in results if result.is_bad
+        ))
+
+    async def body_error(self, error: core.BodyError, raw: bytes, ministry: str) -> web.Response:
         sample = raw[:DEAD_LETTER_SAMPLE_BYTES]
         reason = error.detail + (f" (first {len(sample)} bytes kept)" if len(raw) > len(sample) else "")
-        await self.dead_letter(sample, None, [reason], origin, "too_large" if error.status == 413 else "malformed")
+        await self.dead_letter(sample, None, [reason], "too_large" if error.status == 413 else "malformed", ministry)
         self.metrics.events.labels(channel="http", outcome="rejected").inc()
-        return problem_response(view, core.problem(error.status, error.slug, error.detail))
+        return problem_response(core.problem(error.status, error.slug, error.detail))
 
 
-def problem_response(view: View, document: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return view.bytes(dumps_compact(document), content_type=PROBLEM_JSON, status=document["status"], headers=headers)
+async def read_limited(stream: web.StreamReader, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes of a body: enough to tell that it is too large, never more."""
+    raw = b""
+    while len(raw) <= max_bytes and (chunk := await stream.read(max_bytes + 1 - len(raw))):
+        raw += chunk
+    return raw
 
 
-def _headers(event: Any) -> dict[str, bytes]:
-    raw = getattr(event, "headers", None) or {}
-    items = raw.items() if isinstance(raw, dict) else raw
-    out = {}
-    for name, value in items:
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        out[name.lower()] = value if isinstance(value, bytes) else str(value).encode()
-    return out
+# --- the raw inbound topic ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InboundAccepted:
+    """A sink row: an event the inbound channel forwarded; its idempotency record is written at the checkpoint."""
+
+    event_id: str
+    content_hash: str
+    ministry: str
 
 
-def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
-    app = make_app("ingest", settings, web_port=web_port)
-    metrics = Metrics()
+class InboundChannel:
+    """The Quix step for `<prefix>inbound`: verify the signature, check, forward or dead-letter."""
+
+    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics):
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        # Forwarded in the current checkpoint, not in the store yet (the sink writes it): id → content hash.
+        self.pending: dict[str, str] = {}
+        self.http_in_flight: Callable[[str], str | None] = lambda event_id: None
+
+    def pending_hash(self, event_id: str) -> str | None:
+        return self.pending.get(event_id)
+
+    def in_flight_hash(self, event_id: str) -> str | None:
+        return self.pending.get(event_id) or self.http_in_flight(event_id)
+
+    def step(self, value: bytes | None, key: bytes | None, state: State, headers: Any) -> list[Any]:
+        """Records to forward (plus a sink row), [] for a duplicate; raises Rejection to dead-letter."""
+        try:
+            return self.check(value or b"", headers)
+        except (Rejection, StoreUnavailable):
+            raise
+        except Exception:  # noqa: BLE001 - the boundary: a checking bug costs a dead letter, never an offset
+            correlation_id = uuid.uuid4().hex
+            log.exception("unexpected error while checking an inbound message [correlation_id=%s]", correlation_id)
+            self.metrics.events.labels(channel="kafka", outcome="rejected").inc()
+            raise Rejection([f"internal error while checking this message; it was not accepted "
+                             f"(correlation id {correlation_id})"], "internal_error") from None
+
+    def check(self, value: bytes, headers: Any) -> list[Any]:
+        ministry = self.publisher(value, header_map(headers))
+        try:
+            document = loads_strict(value)
+        except JsonInputError as error:
+            self.metrics.events.labels(channel="kafka", outcome="rejected").inc()
+            raise Rejection([str(error)], "malformed") from None
+        [result] = check_events([document], ministry, self.settings)
+        settle([result], self.known(result), self.in_flight_hash, atomic=False)
+        self.metrics.count([result], "kafka")
+        if result.status == core.DUPLICATE:
+            return []
+        if result.status != core.ACCEPTED:
+            raise Rejection([str(p) for p in result.problems], core.dead_letter_reason_label(result))
+        event = result.event
+        self.pending[event.id] = event.content_hash
+        return [outgoing(event, self.settings), InboundAccepted(event.id, event.content_hash, event.source_ministry)]
+
+    def known(self, result: ItemResult) -> dict[str, KnownEvent]:
+        """What the store knows of this event, unless it was recorded from this very message.
+
+        That happens when the checkpoint that forwarded it wrote the record but its
+        transaction did not commit: the message is read again and must be forwarded again.
+        """
+        if not core.to_send([result]):
+            return {}
+        found = guard_store(self.store.known, [result.event.id])
+        if found:
+            here = message_context()
+            if guard_store(self.store.recorded_at, result.event.id, here.topic, here.partition, here.offset):
+                return {}
+        return found
+
+    def publisher(self, value: bytes, headers: dict[str, bytes]) -> str:
+        """The ministry whose signing key signed this value, else a Rejection."""
+        key_id_raw, signature_raw = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)
+        if not key_id_raw or not signature_raw:
+            self.refuse(f"unsigned: headers {KEY_ID_HEADER} and {SIGNATURE_HEADER} are required on the inbound topic")
+        try:
+            key_id_text, signature = key_id_raw.decode("ascii").strip(), signature_raw.decode("ascii")
+        except UnicodeDecodeError:
+            key_id_text, signature = "", ""
+        if not key_id_text.isdigit() or len(key_id_text) > 18 or not signature:
+            self.refuse(f"{KEY_ID_HEADER} must be a number and {SIGNATURE_HEADER} hex")
+        credential = guard_store(self.store.signing_credential, int(key_id_text))
+        if credential is None or not core.signature_valid(credential.signing_key, value, signature):
+            self.refuse("bad signature: unknown or revoked key id, or the HMAC-SHA256 of the value does not match")
+        return credential.ministry
+
+    def refuse(self, reason: str) -> None:
+        self.metrics.events.labels(channel="kafka", outcome="forbidden").inc()
+        raise Rejection([reason], "unsigned")
+
+
+class StoreUnavailable(Exception):
+    """ingest's database did not answer: an internal error (stop, read the message again), not the message's fault."""
+
+
+def guard_store(call: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return call(*args)
+    except OperationalError as error:
+        raise StoreUnavailable(str(error)) from error
+
+
+def header_map(headers: Any) -> dict[str, bytes]:
+    """Quix's headers (pairs, or None) by lower-case name; the last value of a repeated name wins."""
+    found: dict[str, bytes] = {}
+    for name, value in headers or ():
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        found[name.lower()] = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+    return found
+
+
+class InboundRecordSink(BatchingSink):
+    """Writes the idempotency records of forwarded inbound events at each checkpoint, before it commits.
+
+    A record names the inbound message it came from (topic, partition, offset), so a message
+    read again after an aborted checkpoint is recognised as itself, not as a duplicate.
+    """
+
+    def __init__(self, store: IngestStore, channel: InboundChannel, metrics: Metrics):
+        super().__init__()
+        self.store = store
+        self.channel = channel
+        self.metrics = metrics
+
+    def write(self, batch: SinkBatch) -> None:
+        rows = [(item.offset, item.value) for item in batch]
+        self.store.record([IngestRecord(event_id=row.event_id, content_hash=row.content_hash, ministry=row.ministry,
+                                        channel="kafka", topic=batch.topic, partition=batch.partition, offset=offset)
+                           for offset, row in rows])
+        now = time.time()
+        for _, row in rows:
+            self.channel.pending.pop(row.event_id, None)
+            self.metrics.last_event.labels(ministry=row.ministry).set(now)
+
+
+# --- wiring -----------------------------------------------------------------------------------------
+
+@dataclass
+class IngestService:
+    http: ServiceHttp
+    monitor: GroupMonitor
+    sender: KafkaSender
+    stream: Callable[[], Application]
+
+
+def build(settings: Settings) -> IngestService:
+    registry = CollectorRegistry()
+    dead_letters = DeadLetters("ingest", settings.topics.dead_letter, registry)
+    metrics = Metrics(registry, dead_letters)
     store = IngestStore(settings.db_url("ingest"))
-    ingestor = Ingestor(app, settings, store, metrics)
-    app.ingestor = ingestor  # type: ignore[attr-defined]  # handy in tests and the debugger
+    sender = KafkaSender(settings)
+    forwarder = Forwarder(settings, store, metrics, sender)
+    inbound = InboundChannel(settings, store, metrics)
+    inbound.http_in_flight = forwarder.in_flight_hash
+    front = HttpFrontDoor(settings, store, metrics, dead_letters, forwarder, inbound.pending_hash)
 
-    @app.service
-    class ProducerService(Service):
-        async def on_start(self) -> None:
-            self.add_future(ingestor.forwarder.start())
+    def stream() -> Application:
+        """The inbound topic's Quix application; built again after a Kafka client error (run_service)."""
+        inbound.pending.clear()  # what the failed run had in flight was not committed: it is read again
+        app = make_application("ingest", settings)
+        topics = settings.topics
+        outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
+        sdf = app.dataframe(input_topic(app, topics.inbound))
+        route_outputs(sdf, inbound.step, dead_letters, outputs, InboundRecordSink(store, inbound, metrics),
+                      with_headers=True)
+        return app
 
-        async def on_stop(self) -> None:
-            await ingestor.forwarder.stop()
+    monitor = GroupMonitor(settings, "ingest", [settings.topics.inbound], registry)
+    http = ServiceHttp("ingest", settings, registry, monitor)
+    http.app.router.add_post("/v1/events", front.post_events)
+    http.app.router.add_get("/openapi.json", serve_openapi)
+    http.ready_checks.append(sender.problems)
+    return IngestService(http, monitor, sender, stream)
 
-    inbound = raw_topic(app, settings.topics.inbound)
 
-    @app.agent(inbound, concurrency=1)
-    async def inbound_agent(stream):
-        async for event in stream.events():
-            try:
-                await ingestor.handle_inbound(event.value, event.key, _headers(event))
-            except Exception:  # never stall the partition on a bug: log it and go on
-                log.exception("inbound message at offset %s failed", getattr(event.message, "offset", "?"))
-
-    add_standard_routes(app, metrics.registry, ready_check=ingestor.forwarder.kafka_problems)
-    track_consumer_lag(app, metrics.registry, "ingest")  # lag on the raw inbound topic
-
-    @app.page("/v1/events")
-    class Events(View):
-        async def post(self, request: Request) -> Response:
-            started = time.monotonic()
-            try:
-                return await ingestor.handle_post(self, request)
-            except Exception:
-                log.exception("POST /v1/events failed")
-                return problem_response(self, {"type": "about:blank", "title": "Internal error", "status": 500,
-                                               "detail": "unexpected error; nothing in this request is acknowledged"})
-            finally:
-                metrics.request_seconds.labels(route="/v1/events").observe(time.monotonic() - started)
-
-    @app.page("/openapi.json")
-    class OpenApi(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(dumps_compact(openapi_document(settings)), content_type="application/json")
-
-    return app
+async def serve_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=dumps_compact(openapi_document()), content_type="application/json")
 
 
 def main(settings: Settings) -> None:
-    app = create_app(settings)
-    run_worker(app, settings)
+    service = build(settings)
+    service.sender.start()
+    try:
+        run_service(service.stream(), service.http, service.monitor, rebuild=service.stream)
+    finally:
+        service.sender.stop()  # flush what the HTTP channel has in flight

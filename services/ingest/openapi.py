@@ -19,6 +19,9 @@ _MONEY = {
     "description": "NOK as a decimal string with at most two decimals, or an integer. Never a JSON float.",
     "oneOf": [{"type": "string", "pattern": r"^-?[0-9]{1,14}(\.[0-9]{1,2})?$"}, {"type": "integer"}],
 }
+# The request body's media types: plain JSON and CloudEvents' HTTP binding (structured and batch mode).
+# Parameters such as charset are allowed; anything else is answered 415.
+ACCEPTED_CONTENT_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
 _DECIMAL = {"description": "Exact decimal: a decimal string or a JSON number.", "oneOf": [{"type": "string"}, {"type": "number"}]}
 
 
@@ -136,10 +139,11 @@ def _document() -> dict[str, Any]:
                                 "schema": {"type": "boolean", "default": False},
                                 "description": "reject the whole batch if any event is rejected"}],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"oneOf": [
+                    media_type: {"schema": {"oneOf": [
                         {"$ref": "#/components/schemas/Event"},
                         {"type": "array", "minItems": 1, "maxItems": core.MAX_BATCH_EVENTS,
-                         "items": {"$ref": "#/components/schemas/Event"}}]}}}},
+                         "items": {"$ref": "#/components/schemas/Event"}}]}}
+                    for media_type in ACCEPTED_CONTENT_TYPES}},
                 "responses": {
                     "200": ok("nothing new: every event was already accepted (duplicates)"),
                     "202": ok("accepted: Kafka acknowledged every new event"),
@@ -149,6 +153,7 @@ def _document() -> dict[str, Any]:
                     "403": bad("the token's ministry may not publish these events"),
                     "409": bad("an event id was already accepted with other content"),
                     "413": bad("body or batch too large"),
+                    "415": bad("Content-Type is not one of the request body's media types"),
                     "422": bad("invalid events (every field error listed) or unacceptable body"),
                     "503": bad("Kafka unavailable; retry", {"Retry-After": {"schema": {"type": "integer"}}}),
                 },

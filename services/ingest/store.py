@@ -40,7 +40,12 @@ class IngestCredential(SQLModel, table=True):
 
 
 class IngestRecord(SQLModel, table=True):
-    """An event Kafka acknowledged: written only after the ack, keyed by event id."""
+    """An event Kafka acknowledged, keyed by event id.
+
+    HTTP channel (written after the producer's ack): topic/partition/offset is where the
+    event landed. Kafka channel (written at the forwarding checkpoint, before its
+    transaction commits): topic/partition/offset is the inbound message it came from.
+    """
 
     __tablename__ = "ingest_record"
     event_id: str = Field(primary_key=True, max_length=128)
@@ -99,6 +104,12 @@ class IngestStore:
         with Session(self.engine) as session:
             rows = session.exec(select(IngestRecord).where(IngestRecord.event_id.in_(set(event_ids))))
             return {row.event_id: KnownEvent(row.event_id, row.content_hash) for row in rows}
+
+    def recorded_at(self, event_id: str, topic: str, partition: int, offset: int) -> bool:
+        """Was this event recorded from exactly that message (so this is the same message read again)?"""
+        with Session(self.engine) as session:
+            found = session.get(IngestRecord, event_id)
+            return found is not None and (found.topic, found.partition, found.offset) == (topic, partition, offset)
 
     def record(self, records: list[IngestRecord]) -> None:
         """Insert acknowledged events; an id already present is left as it was."""

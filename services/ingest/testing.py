@@ -25,8 +25,12 @@ class Record:
 
 
 def read_topic(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 30.0, settle_s: float = 1.0) -> list[Record]:
-    """Every record of a topic from the beginning; waits until at least min_count (or timeout), then settle_s more."""
+    """Every committed record of a topic from the beginning; waits until at least min_count (or timeout), then settle_s more.
+
+    read_committed: ingest's inbound channel writes in Kafka transactions, and an aborted one must not count.
+    """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             isolation_level="read_committed",
                              consumer_timeout_ms=200, request_timeout_ms=30000)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

@@ -21,18 +21,21 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from confluent_kafka import KafkaException
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from quixstreams import Application, State
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
+from quixstreams.kafka.exceptions import BaseKafkaException
 from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.sinks import BatchingSink
@@ -59,6 +62,7 @@ MONITOR_INTERVAL_S = 1.0
 # kafka-python's (murmur2). A line's events and its cross-line credits must share one
 # partition whoever produced them, so every producer of ours uses murmur2.
 PARTITIONER = "murmur2_random"
+STREAM_RESTART_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,10 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
                      group: str | None = None, **overrides: Any) -> Application:
     """A Quix Streams Application for one service, configured the one way all services share."""
     member = instance_id(service)
+    group_id = group or consumer_group(settings, service)
     options: dict[str, Any] = dict(
         broker_address=connection_config(settings),
-        consumer_group=group or consumer_group(settings, service),
+        consumer_group=group_id,
         processing_guarantee="exactly-once",
         commit_interval=COMMIT_INTERVAL_S,
         auto_offset_reset="earliest",
@@ -115,7 +120,10 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
             "client.id": f"{service}:{member}",
             "fetch.wait.max.ms": 50,
         },
-        producer_extra_config={"transactional.id": member, "linger.ms": 5, "partitioner": PARTITIONER},
+        # Prefixed by the group: unique per stack on a shared broker, and inside the
+        # service's TRANSACTIONAL_ID ACL (a prefixed pattern on the group name).
+        producer_extra_config={"transactional.id": f"{group_id}:{member}", "linger.ms": 5,
+                               "partitioner": PARTITIONER},
         loglevel=settings.log_level.upper() if settings.log_level.lower() != "warn" else "WARNING",
         auto_create_topics=True,
     )
@@ -163,24 +171,31 @@ class DeadLetters:
 
 
 Step = Callable[[bytes, "bytes | None", State], list[Any]]
+# A step that also reads the message headers: step(value, key, state, headers), headers as
+# Quix gives them (a list of (name, bytes) pairs, or None).
+HeaderStep = Callable[[bytes, "bytes | None", State, Any], list[Any]]
 
 
-def guarded(step: Step, dead_letters: DeadLetters) -> Callable[..., list[Any]]:
+def guarded(step: Step | HeaderStep, dead_letters: DeadLetters,
+            with_headers: bool = False) -> Callable[..., list[Any]]:
     """The step as Quix calls it (stateful, with metadata); a `Rejection` becomes a dead letter."""
 
     def run(value: bytes, key: bytes | None, timestamp_ms: int, headers: Any, state: State) -> list[Any]:
         try:
-            return step(value, key, state)
+            return step(value, key, state, headers) if with_headers else step(value, key, state)
         except Rejection as rejection:
             return [dead_letters.record(value, key, rejection)]
 
     return run
 
 
-def route_outputs(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters,
-                  topics: dict[str, Topic], sink: BatchingSink | None = None) -> None:
-    """Wire a step: its Records to their topics (one transaction per checkpoint), the rest to `sink`."""
-    outputs = sdf.apply(guarded(step, dead_letters), stateful=True, expand=True, metadata=True)
+def route_outputs(sdf: StreamingDataFrame, step: Step | HeaderStep, dead_letters: DeadLetters,
+                  topics: dict[str, Topic], sink: BatchingSink | None = None, *, with_headers: bool = False) -> None:
+    """Wire a step: its Records to their topics (one transaction per checkpoint), the rest to `sink`.
+
+    with_headers=True: the step is a HeaderStep and also gets the input message's headers.
+    """
+    outputs = sdf.apply(guarded(step, dead_letters, with_headers), stateful=True, expand=True, metadata=True)
     records = outputs.filter(lambda item: isinstance(item, Record))
     records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
     records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
@@ -356,17 +371,33 @@ class ServiceHttp:
         loop.run_forever()
 
 
-def run_service(app: Application, http: ServiceHttp, monitor: GroupMonitor | None = None) -> None:
+def run_service(app: Application, http: ServiceHttp, monitor: GroupMonitor | None = None,
+                rebuild: Callable[[], Application] | None = None) -> None:
     """Serve HTTP, watch the group, and run the stream in the foreground until SIGTERM/SIGINT.
 
     An internal error in the stream stops the application without committing; the process
     then exits non-zero so its supervisor restarts it, and the input is read again.
+
+    rebuild: for a service whose HTTP side must outlive the stream (ingest's front door).
+    A Kafka client error (e.g. librdkafka's fatal "static consumer fenced" after the broker
+    was away longer than the session timeout, librdkafka issue #3437) then builds a fresh
+    Application and runs it again in this process, as a restart would, instead of exiting.
     """
     http.start()
     if monitor is not None:
         monitor.start()
     try:
-        app.run()
+        while True:
+            try:
+                app.run()
+                return
+            except (BaseKafkaException, KafkaException) as error:
+                if rebuild is None:
+                    raise
+                log.error("%s: the stream stopped on a Kafka client error (%s); nothing was committed for the "
+                          "failed work; starting it again in %.0f s", http.service, error, STREAM_RESTART_PAUSE_S)
+                time.sleep(STREAM_RESTART_PAUSE_S)
+                app = rebuild()
     except Exception:  # noqa: BLE001 - logged once, here; the exit code tells the supervisor
         log.critical("%s stopped on an internal error; nothing was committed for the failed work",
                      http.service, exc_info=True)

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 from services.shared.contract import parse_event
 from services.localstack.demo import DEMO_LINE_ID, budget_scenario, invalid_event
 from services.localstack.processes import wait_until
-from services.shared.service import DEAD_LETTER_REASON_HEADER
+from services.shared.streaming import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration
 AMOUNTS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore", "disponibelt_ore")

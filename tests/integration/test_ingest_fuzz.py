@@ -15,7 +15,7 @@ from services.ingest.tokens import issue_token
 from services.shared.contract import BUDGET_KINDS, REFORM_KINDS, ContractError, parse_event
 from services.shared.jsonio import loads_strict
 from services.shared.money import FloatToken
-from services.shared.service import DEAD_LETTER_REASON_HEADER
+from services.shared.streaming import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration
 

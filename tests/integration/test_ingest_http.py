@@ -11,7 +11,7 @@ from services.ingest.samples import sample_event
 from services.ingest.store import IngestStore
 from services.ingest.testing import post, read_topic
 from services.ingest.tokens import issue_token
-from services.shared.service import DEAD_LETTER_REASON_HEADER
+from services.shared.streaming import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_front_door_end_to_end(stack, settings):
     assert any("urn:no:dep:KD" in reason for reason in reasons.values())
     assert any("already accepted with different content" in reason for reason in reasons.values())
     huge = next(r for r in dead if b'"huge"' in r.value[:300])
-    assert "truncated" in huge.headers[DEAD_LETTER_REASON_HEADER].decode()
+    assert "message cut from" in huge.headers[DEAD_LETTER_REASON_HEADER].decode()
 
     # metrics a user (and an alert) relies on
     text = urllib.request.urlopen(settings.service_url("ingest") + "/metrics", timeout=5).read().decode()

@@ -12,7 +12,7 @@ from services.ingest.core import sign
 from services.ingest.samples import sample_event
 from services.ingest.testing import read_topic
 from services.ingest.tokens import issue_signing_key
-from services.shared.service import DEAD_LETTER_REASON_HEADER
+from services.shared.streaming import DEAD_LETTER_REASON_HEADER
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat (Debian package) not installed")]
