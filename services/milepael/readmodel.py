@@ -1,8 +1,9 @@
 """The queryable read model (SQLModel): reforms, stages, milestones, decisions, baselines, adjustments.
 
-Written after every evaluation from the Faust table's state; writes are
-upserts keyed by natural ids (event id for decisions and adjustments), so a
-redelivered event or a replayed evaluation never adds a row twice.
+Written at each checkpoint from the reform's state (the stream's sink); writes
+are upserts keyed by natural ids (event id for decisions and adjustments), and
+`updated_at` is the evaluation's own time, so a redelivered batch or a replayed
+evaluation leaves the tables as they were.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class MilepaelReform(SQLModel, table=True):
     as_of: str
     adjustment_required: bool = False
     document: str = Field(sa_column=Column(Text, nullable=False))  # the API document, JSON
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)  # the time of the evaluation that wrote the row
 
 
 class MilepaelStage(SQLModel, table=True):
@@ -74,6 +75,16 @@ class MilepaelMilestone(SQLModel, table=True):
     forecast_date: Optional[date] = None
 
 
+class MilepaelFunding(SQLModel, table=True):
+    """Which budget lines fund which reform: a change in a line's totals re-evaluates these reforms."""
+
+    __tablename__ = "milepael_funding"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    stage_id: str = Field(primary_key=True, max_length=64)
+    line_id: str = Field(primary_key=True, index=True, max_length=64)
+    phase: str = Field(primary_key=True, max_length=32)
+
+
 class MilepaelDecision(SQLModel, table=True):
     __tablename__ = "milepael_decisions"
     event_id: str = Field(primary_key=True, max_length=128)
@@ -113,7 +124,8 @@ class MilepaelAdjustment(SQLModel, table=True):
     emitted_at: str
 
 
-TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelDecision, MilepaelBaseline, MilepaelAdjustment]
+TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelFunding, MilepaelDecision, MilepaelBaseline,
+          MilepaelAdjustment]
 
 
 class ReadModel:
@@ -121,7 +133,8 @@ class ReadModel:
         self.engine = make_engine(url)
         create_tables(self.engine, [t.__table__ for t in TABLES])
 
-    def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict]) -> None:
+    def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict],
+             evaluated_at: datetime | None = None) -> None:
         """Upsert the reform's current picture and append its new decisions, baselines and adjustments."""
         with Session(self.engine) as session:
             for event in justering_events:
@@ -138,7 +151,7 @@ class ReadModel:
                 reform_id=state["reform_id"], title=state["title"], owner=state["owner"],
                 registered_at=state["registered_at"], as_of=state["as_of"],
                 adjustment_required=document["adjustment_required"],
-                document=json.dumps(document, ensure_ascii=False), updated_at=_now()))
+                document=json.dumps(document, ensure_ascii=False), updated_at=evaluated_at or _now()))
             for position, stage in enumerate(state["stages"]):
                 v = verdicts[stage["stage_id"]]
                 numbers = v.numbers()
@@ -150,6 +163,9 @@ class ReadModel:
                     ev_ore=v.ev_ore, ac_ore=v.ac_ore, eac_ore=v.eac_ore, spi=numbers["spi"], spi_t=numbers["spi_t"],
                     cpi=numbers["cpi"], time_tolerance_level=v.time_level, cost_tolerance_level=v.cost_level,
                     adjustment_required=v.adjustment_required))
+                for f in stage["funding"]:
+                    session.merge(MilepaelFunding(reform_id=state["reform_id"], stage_id=stage["stage_id"],
+                                                  line_id=f["line_id"], phase=f["phase"]))
                 for m in stage["milestones"]:
                     session.merge(MilepaelMilestone(
                         reform_id=state["reform_id"], stage_id=stage["stage_id"], milestone_id=m["milestone_id"],
@@ -189,6 +205,16 @@ class ReadModel:
         return [{"reform_id": r.reform_id, "title": r.title, "owner": r.owner, "as_of": r.as_of,
                  "adjustment_required": r.adjustment_required, "stages": by_reform.get(r.reform_id, [])}
                 for r in reforms]
+
+    def reform_ids(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(MilepaelReform.reform_id).order_by(MilepaelReform.reform_id)).all())
+
+    def reform_ids_funded_by(self, line_ids: set[str]) -> list[str]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(MilepaelFunding.reform_id).where(MilepaelFunding.line_id.in_(sorted(line_ids)))
+                                .distinct()).all()
+        return sorted(rows)
 
     def get_reform(self, reform_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:

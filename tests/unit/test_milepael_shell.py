@@ -7,7 +7,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.milepael import core
-from services.milepael.app import Clock, Metrics
+from services.milepael.app import Metrics
+from services.milepael.feeds import Clock
 from services.shared.jsonio import loads_strict
 from tests.unit.test_milepael_core import done, registered
 
