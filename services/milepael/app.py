@@ -174,8 +174,8 @@ class ReformStep:
             state.set(REFORM_STATE_KEY, new_state)
         self.metrics.observe(reform_id, verdicts)
         outputs: list[Any] = [self.justering_record(reform_id, event) for event in events]
-        fingerprint = dumps_compact({"state": new_state, "numbers": {k: v.numbers() for k, v in verdicts.items()},
-                                     "events": [e["id"] for e in events]}).decode()
+        fingerprint = dumps_compact({"state": new_state,
+                                     "numbers": {k: v.numbers() for k, v in verdicts.items()}}).decode()
         if events or self.written.get(reform_id) != fingerprint:
             self.written[reform_id] = fingerprint
             outputs.append(ReformPicture(next(self.sequence), new_state, verdicts, events, now))
@@ -202,25 +202,32 @@ class ReadModelSink(BatchingSink):
 
     Quix hands the rows in one batch per input partition (the reform topic's apart from the
     ticks topic's), so one reform may be in several: `write` only gathers them, and `flush`
-    writes each reform's latest picture once. Every write is an upsert: a batch delivered
-    again after a crash leaves the tables as they were.
+    writes each reform's latest picture once, with the partition its state lives in (where
+    its ticks must go). Every write is an upsert: a batch delivered again after a crash
+    leaves the tables as they were.
     """
 
     def __init__(self, readmodel: ReadModel):
         super().__init__()
         self.readmodel = readmodel
         self.gathered: list[ReformPicture] = []
+        self.partitions: dict[str, int] = {}
 
     def write(self, batch: SinkBatch) -> None:
-        self.gathered.extend(item.value for item in batch)
+        for item in batch:
+            self.gathered.append(item.value)
+            self.partitions[item.value.state["reform_id"]] = batch.partition
 
     def flush(self) -> None:
         try:
             super().flush()
             for picture, events in latest_pictures(self.gathered):
-                self.readmodel.save(picture.state, picture.verdicts, events, evaluated_at=picture.evaluated_at)
+                reform_id = picture.state["reform_id"]
+                self.readmodel.save(picture.state, picture.verdicts, events, evaluated_at=picture.evaluated_at,
+                                    partition=self.partitions[reform_id])
         finally:
             self.gathered = []
+            self.partitions = {}
 
 
 # --- HTTP: the read model ----------------------------------------------------------------------
@@ -260,7 +267,7 @@ def main(settings: Settings) -> None:
         producer.produce(topic=record.topic, key=record.key, value=record.value, headers=list(record.headers))
 
     follower = TotalsFollower(settings, totals, dead_letter=dead_letter,
-                              on_change=lambda lines: ticker.send(readmodel.reform_ids_funded_by(lines), "totals"))
+                              on_change=lambda lines: ticker.send(readmodel.reform_locations_funded_by(lines), "totals"))
 
     reforms = app.dataframe(input_topic(app, topics.reform))
     sdf = reforms.concat(app.dataframe(input_topic(app, topics.milepael_ticks)))
@@ -274,7 +281,7 @@ def main(settings: Settings) -> None:
     add_reform_routes(http, readmodel)
     stop_ticks = threading.Event()
     follower.start()
-    threading.Thread(target=tick_periodically, args=(ticker, readmodel.reform_ids, interval_s, stop_ticks),
+    threading.Thread(target=tick_periodically, args=(ticker, readmodel.reform_locations, interval_s, stop_ticks),
                      name="milepael-ticks", daemon=True).start()
     try:
         run_service(app, http, monitor)

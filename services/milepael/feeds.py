@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from quixstreams.kafka import Consumer, Producer
 
 from services.milepael import core
+from services.milepael.readmodel import ReformLocation
 from services.shared.config import Settings
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
 from services.shared.streaming import Rejection, connection_config, consumer_group
@@ -99,22 +100,26 @@ class Tick:
 
 
 class Ticker:
-    """Produces ticks with a plain producer (murmur2 on the reform_id, like the reform topic's publishers)."""
+    """Produces ticks with a plain producer, each to the partition that holds the reform's state.
+
+    The partition is named, not left to the partitioner: a reform topic written with another
+    client's default partitioner would otherwise send ticks where the reform's state is not.
+    """
 
     def __init__(self, producer: Producer, topic: str, clock: Clock):
         self.producer = producer
         self.topic = topic
         self.clock = clock
 
-    def send(self, reform_ids: Iterable[str], why: str) -> None:
+    def send(self, reforms: Iterable[ReformLocation], why: str) -> None:
         try:
             payload = Tick(self.clock.now(), why).to_bytes()
         except (OSError, ValueError) as error:
             log.error("clock unreadable (%s): skipping re-evaluation", error)
             return
-        for reform_id in reform_ids:
-            self.producer.produce(topic=self.topic, key=reform_id.encode("utf-8"), value=payload,
-                                  on_delivery=_log_delivery_error)
+        for reform in reforms:
+            self.producer.produce(topic=self.topic, key=reform.reform_id.encode("utf-8"), value=payload,
+                                  partition=reform.partition, on_delivery=_log_delivery_error)
 
 
 def _log_delivery_error(error, message) -> None:
@@ -122,12 +127,12 @@ def _log_delivery_error(error, message) -> None:
         log.warning("tick not delivered (%s); the next period repeats it", error)
 
 
-def tick_periodically(ticker: Ticker, reform_ids: Callable[[], list[str]], interval_s: float,
+def tick_periodically(ticker: Ticker, reforms: Callable[[], list[ReformLocation]], interval_s: float,
                       stop: threading.Event) -> None:
     """Every interval, a tick for every known reform: catches milestones that became overdue with no new event."""
     while not stop.wait(interval_s):
         try:
-            ticker.send(reform_ids(), "clock")
+            ticker.send(reforms(), "clock")
         except Exception:  # noqa: BLE001 - a failed period is logged; the next one tries again
             log.exception("periodic re-evaluation failed this time")
 
@@ -201,12 +206,12 @@ class TotalsFollower:
             ends = [consumer.get_watermark_offsets(tp, timeout=KAFKA_REQUEST_TIMEOUT_S) for tp in partitions]
             consumer.assign([TopicPartition(self.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
             while not self.stop.is_set():
+                if not self.totals.loaded.is_set() and self.caught_up(consumer, partitions, ends):
+                    self.totals.loaded.set()
                 changed_lines = self.apply(consumer.consume(TOTALS_BATCH, timeout=TOTALS_POLL_S))
                 if changed_lines:
                     self.on_change(changed_lines)
                 self.last_error = None
-                if not self.totals.loaded.is_set() and self.caught_up(consumer, partitions, ends):
-                    self.totals.loaded.set()
         finally:
             consumer.close()
 

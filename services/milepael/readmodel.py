@@ -8,6 +8,7 @@ evaluation leaves the tables as they were.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Optional
 
@@ -75,6 +76,14 @@ class MilepaelMilestone(SQLModel, table=True):
     forecast_date: Optional[date] = None
 
 
+class MilepaelStatePartition(SQLModel, table=True):
+    """The input partition that holds the reform's state: a tick must go to the same one."""
+
+    __tablename__ = "milepael_state_partitions"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    partition: int
+
+
 class MilepaelFunding(SQLModel, table=True):
     """Which budget lines fund which reform: a change in a line's totals re-evaluates these reforms."""
 
@@ -124,8 +133,16 @@ class MilepaelAdjustment(SQLModel, table=True):
     emitted_at: str
 
 
-TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelFunding, MilepaelDecision, MilepaelBaseline,
-          MilepaelAdjustment]
+TABLES = [MilepaelReform, MilepaelStatePartition, MilepaelStage, MilepaelMilestone, MilepaelFunding, MilepaelDecision,
+          MilepaelBaseline, MilepaelAdjustment]
+
+
+@dataclass(frozen=True)
+class ReformLocation:
+    """A reform and the partition of the reform and ticks topics where its state lives."""
+
+    reform_id: str
+    partition: int
 
 
 class ReadModel:
@@ -134,9 +151,11 @@ class ReadModel:
         create_tables(self.engine, [t.__table__ for t in TABLES])
 
     def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict],
-             evaluated_at: datetime | None = None) -> None:
+             evaluated_at: datetime | None = None, partition: int | None = None) -> None:
         """Upsert the reform's current picture and append its new decisions, baselines and adjustments."""
         with Session(self.engine) as session:
+            if partition is not None:
+                session.merge(MilepaelStatePartition(reform_id=state["reform_id"], partition=partition))
             for event in justering_events:
                 data = event["data"]
                 session.merge(MilepaelAdjustment(
@@ -206,15 +225,17 @@ class ReadModel:
                  "adjustment_required": r.adjustment_required, "stages": by_reform.get(r.reform_id, [])}
                 for r in reforms]
 
-    def reform_ids(self) -> list[str]:
+    def reform_locations(self) -> list[ReformLocation]:
         with Session(self.engine) as session:
-            return list(session.exec(select(MilepaelReform.reform_id).order_by(MilepaelReform.reform_id)).all())
+            rows = session.exec(select(MilepaelStatePartition).order_by(MilepaelStatePartition.reform_id)).all()
+            return [ReformLocation(r.reform_id, r.partition) for r in rows]
 
-    def reform_ids_funded_by(self, line_ids: set[str]) -> list[str]:
+    def reform_locations_funded_by(self, line_ids: set[str]) -> list[ReformLocation]:
         with Session(self.engine) as session:
-            rows = session.exec(select(MilepaelFunding.reform_id).where(MilepaelFunding.line_id.in_(sorted(line_ids)))
-                                .distinct()).all()
-        return sorted(rows)
+            funded = select(MilepaelFunding.reform_id).where(MilepaelFunding.line_id.in_(sorted(line_ids)))
+            rows = session.exec(select(MilepaelStatePartition).where(MilepaelStatePartition.reform_id.in_(funded))
+                                .order_by(MilepaelStatePartition.reform_id)).all()
+            return [ReformLocation(r.reform_id, r.partition) for r in rows]
 
     def get_reform(self, reform_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:
