@@ -26,9 +26,9 @@ from quixstreams import State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from services.milepael import core
-from services.milepael.feeds import (CLOCK_ENV, TICK_ENV, Clock, LineTotals, Tick, Ticker, TotalsFollower,
-                                     tick_interval_s, tick_periodically)
-from services.milepael.readmodel import ReadModel
+from services.milepael.feeds import (CLOCK_ENV, TICK_ENV, Clock, FundedReforms, LineTotals, Tick, Ticker,
+                                     TotalsFollower, tick_interval_s, tick_periodically)
+from services.milepael.readmodel import ReadModel, ReformLocation
 from services.shared.config import Settings
 from services.shared.contract import ContractError, Event, parse_event
 from services.shared.gauges import GaugeFamilies
@@ -132,29 +132,31 @@ def parse_reform_event(value: bytes | None, key: bytes | None) -> Event:
 class ReformStep:
     """step(value, key, state) for route_outputs: justering Records and read-model pictures."""
 
-    def __init__(self, settings: Settings, totals: LineTotals, metrics: Metrics):
+    def __init__(self, settings: Settings, totals: LineTotals, funded: FundedReforms, metrics: Metrics):
         self.topics = settings.topics
         self.totals = totals
+        self.funded = funded
         self.metrics = metrics
         self.sequence = count()
         # What this worker last wrote per reform: a tick that changes nothing writes nothing.
         self.written: dict[str, str] = {}
 
     def __call__(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
-        if message_context().topic == self.topics.milepael_ticks:
-            return self.on_tick(value, state)
-        return self.on_reform_event(value, key, state)
+        context = message_context()
+        if context.topic == self.topics.milepael_ticks:
+            return self.on_tick(value, state, context.partition)
+        return self.on_reform_event(value, key, state, context.partition)
 
-    def on_reform_event(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
+    def on_reform_event(self, value: bytes, key: bytes | None, state: State, partition: int) -> list[Any]:
         event = parse_reform_event(value, key)
         self.totals.wait_loaded(TOTALS_LOAD_TIMEOUT_S)
         previous = state.get(REFORM_STATE_KEY)
         try:
-            return self.evaluate(core.apply(previous, event), previous, event.time, state)
+            return self.evaluate(core.apply(previous, event), previous, event.time, state, partition)
         except core.DomainRejection as error:
             raise Rejection([str(error)], "rejected") from None
 
-    def on_tick(self, value: bytes, state: State) -> list[Any]:
+    def on_tick(self, value: bytes, state: State, partition: int) -> list[Any]:
         try:
             tick = Tick.from_bytes(value)
         except ValueError as error:
@@ -163,11 +165,13 @@ class ReformStep:
         if current is None:
             return []  # a tick for a reform that was never registered (its registration was refused)
         self.totals.wait_loaded(TOTALS_LOAD_TIMEOUT_S)
-        return self.evaluate(current, current, tick.now, state)
+        return self.evaluate(current, current, tick.now, state, partition)
 
-    def evaluate(self, reform: dict, previous: dict | None, now: datetime, state: State) -> list[Any]:
+    def evaluate(self, reform: dict, previous: dict | None, now: datetime, state: State, partition: int) -> list[Any]:
         """Reconcile the reform (may raise DomainRejection, before any effect); then state, metrics, outputs."""
-        totals = self.totals.for_lines(core.funded_lines(reform))
+        lines = core.funded_lines(reform)
+        self.funded.note(ReformLocation(reform["reform_id"], partition), lines)  # before reading the totals
+        totals = self.totals.for_lines(lines)
         new_state, events, verdicts = core.reconcile(reform, totals, now.date(), now)
         reform_id = new_state["reform_id"]
         if new_state != previous:
@@ -258,6 +262,7 @@ def main(settings: Settings) -> None:
     dead_letters = DeadLetters(SERVICE, topics.dead_letter, metrics.registry)
     readmodel = ReadModel(settings.db_url(SERVICE))
     totals = LineTotals()
+    funded = FundedReforms(readmodel.reform_funding())
     producer = app.get_producer()  # plain, not transactional: ticks and the totals' dead letters
     producer.poll(0)  # creates the client now, before the two threads that share it start
     ticker = Ticker(producer, topics.milepael_ticks, Clock(os.environ.get(CLOCK_ENV)))
@@ -267,11 +272,11 @@ def main(settings: Settings) -> None:
         producer.produce(topic=record.topic, key=record.key, value=record.value, headers=list(record.headers))
 
     follower = TotalsFollower(settings, totals, dead_letter=dead_letter,
-                              on_change=lambda lines: ticker.send(readmodel.reform_locations_funded_by(lines), "totals"))
+                              on_change=lambda lines: ticker.send(funded.funded_by(lines), "totals"))
 
     reforms = app.dataframe(input_topic(app, topics.reform))
     sdf = reforms.concat(app.dataframe(input_topic(app, topics.milepael_ticks)))
-    route_outputs(sdf, ReformStep(settings, totals, metrics), dead_letters,
+    route_outputs(sdf, ReformStep(settings, totals, funded, metrics), dead_letters,
                   {name: output_topic(app, name) for name in (topics.justering, topics.dead_letter)},
                   ReadModelSink(readmodel))
 

@@ -137,6 +137,29 @@ def tick_periodically(ticker: Ticker, reforms: Callable[[], list[ReformLocation]
             log.exception("periodic re-evaluation failed this time")
 
 
+class FundedReforms:
+    """Which budget lines fund which reform, and the partition that holds each reform's state.
+
+    The stream notes a reform here before it reads the totals for an evaluation; the totals
+    follower looks here after it has stored new totals. So a change of totals is either seen
+    by that evaluation or ticks the reform afterwards: never lost in between. Seeded at start
+    from the read model.
+    """
+
+    def __init__(self, funding: dict[ReformLocation, frozenset[str]] | None = None):
+        self.lock = threading.Lock()
+        self.lines_by_reform: dict[ReformLocation, frozenset[str]] = dict(funding or {})
+
+    def note(self, reform: ReformLocation, line_ids: Iterable[str]) -> None:
+        with self.lock:
+            self.lines_by_reform[reform] = frozenset(line_ids)
+
+    def funded_by(self, line_ids: set[str]) -> list[ReformLocation]:
+        with self.lock:
+            return sorted((reform for reform, lines in self.lines_by_reform.items() if lines & line_ids),
+                          key=lambda reform: reform.reform_id)
+
+
 class LineTotals:
     """The latest totals summary per line (core.totals_summary), written by the follower, read by the stream."""
 

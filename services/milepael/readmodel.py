@@ -230,12 +230,15 @@ class ReadModel:
             rows = session.exec(select(MilepaelStatePartition).order_by(MilepaelStatePartition.reform_id)).all()
             return [ReformLocation(r.reform_id, r.partition) for r in rows]
 
-    def reform_locations_funded_by(self, line_ids: set[str]) -> list[ReformLocation]:
+    def reform_funding(self) -> dict[ReformLocation, frozenset[str]]:
+        """Every reform with the budget lines that fund it."""
         with Session(self.engine) as session:
-            funded = select(MilepaelFunding.reform_id).where(MilepaelFunding.line_id.in_(sorted(line_ids)))
-            rows = session.exec(select(MilepaelStatePartition).where(MilepaelStatePartition.reform_id.in_(funded))
-                                .order_by(MilepaelStatePartition.reform_id)).all()
-            return [ReformLocation(r.reform_id, r.partition) for r in rows]
+            locations = {r.reform_id: ReformLocation(r.reform_id, r.partition)
+                         for r in session.exec(select(MilepaelStatePartition)).all()}
+            lines: dict[str, set[str]] = {}
+            for row in session.exec(select(MilepaelFunding)).all():
+                lines.setdefault(row.reform_id, set()).add(row.line_id)
+        return {location: frozenset(lines.get(reform_id, ())) for reform_id, location in locations.items()}
 
     def get_reform(self, reform_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:

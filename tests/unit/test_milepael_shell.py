@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from services.milepael import core
 from services.milepael.app import (REFORM_STATE_KEY, Metrics, ReformPicture, ReformStep, latest_pictures,
                                    parse_reform_event)
-from services.milepael.feeds import Clock, LineTotals, Tick, tick_interval_s
+from services.milepael.feeds import Clock, FundedReforms, LineTotals, Tick, tick_interval_s
 from services.milepael.readmodel import TABLES, ReadModel, ReformLocation
 from services.shared.config import Settings
 from services.shared.contract import make_event
@@ -93,7 +93,7 @@ class FakeState:
 def _step() -> ReformStep:
     totals = LineTotals()
     totals.loaded.set()
-    return ReformStep(Settings(topic_prefix="t."), totals, Metrics())
+    return ReformStep(Settings(topic_prefix="t."), totals, FundedReforms(), Metrics())
 
 
 def _wire(kind: str, ministry: str, data: dict, event_id: str, when: datetime) -> bytes:
@@ -122,19 +122,19 @@ def test_invalid_reform_messages_are_rejected_with_a_label(value, key, label):
 
 def test_registration_writes_state_and_picture_and_an_unchanged_tick_writes_nothing():
     step, state = _step(), FakeState()
-    [picture] = step.on_reform_event(_registration(), b"R1", state)
+    [picture] = step.on_reform_event(_registration(), b"R1", state, 2)
     assert isinstance(picture, ReformPicture) and picture.state["reform_id"] == "R1"
     assert state.get(REFORM_STATE_KEY)["reform_id"] == "R1"
     tick = Tick(datetime(2026, 1, 1, 13, tzinfo=timezone.utc), "clock").to_bytes()
-    assert step.on_tick(tick, state) == []  # same day, same facts: no event, no row
+    assert step.on_tick(tick, state, 2) == []  # same day, same facts: no event, no row
 
     late = Tick(datetime(2026, 3, 2, 8, tzinfo=timezone.utc), "clock").to_bytes()
-    outputs = step.on_tick(late, state)
+    outputs = step.on_tick(late, state, 2)
     [record] = [o for o in outputs if isinstance(o, Record)]
     assert record.topic == "t.reform.justering" and record.key == b"R1"
     assert json.loads(record.value)["data"]["state"] == "required"
-    assert step.on_tick(late, state) == []  # exactly once: the condition is in the state now
-    assert step.on_tick(late, FakeState()) == []  # a tick for an unknown reform does nothing
+    assert step.on_tick(late, state, 2) == []  # exactly once: the condition is in the state now
+    assert step.on_tick(late, FakeState(), 2) == []  # a tick for an unknown reform does nothing
 
 
 def test_domain_rejection_and_bad_ticks_are_dead_lettered():
@@ -142,11 +142,11 @@ def test_domain_rejection_and_bad_ticks_are_dead_lettered():
     with pytest.raises(Rejection) as caught:
         step.on_reform_event(_wire("milepael_fullfort", "BFD", {"reform_id": "R1", "stage_id": "s1",
                                                                 "milestone_id": "A", "ministry": "BFD"}, "r-2",
-                                   datetime(2026, 1, 21, tzinfo=timezone.utc)), b"R1", state)
+                                   datetime(2026, 1, 21, tzinfo=timezone.utc)), b"R1", state, 2)
     assert caught.value.label == "rejected" and "not registered" in caught.value.reasons[0]
     for bad in (b"{}", b"[]", b'{"now": "2026-03-02T08:00:00"}', b"nope", None):
         with pytest.raises(Rejection) as caught:
-            step.on_tick(bad, state)
+            step.on_tick(bad, state, 2)
         assert caught.value.label == "invalid_tick"
 
 
@@ -162,6 +162,16 @@ def test_a_checkpoint_writes_each_reform_once_latest_picture_with_all_events():
     written = {p.state["reform_id"]: (p.state["as_of"], [e["id"] for e in events])
                for p, events in latest_pictures(pictures)}
     assert written == {"R1": ("2026-01-03", ["e1", "e3"]), "R2": ("2026-01-02", [])}
+
+
+def test_a_totals_change_ticks_every_reform_the_line_funds_where_its_state_lives():
+    step, state = _step(), FakeState()
+    assert step.funded.funded_by({"0-24"}) == []
+    step.on_reform_event(_registration(), b"R1", state, 2)  # noted before the totals are read
+    assert step.funded.funded_by({"0-24", "9-99"}) == [ReformLocation("R1", 2)]
+    assert step.funded.funded_by({"9-99"}) == []
+    seeded = FundedReforms({ReformLocation("R0", 1): frozenset({"0-24"})})  # from the read model at start
+    assert seeded.funded_by({"0-24"}) == [ReformLocation("R0", 1)]
 
 
 def test_tick_interval_refuses_nonsense_with_one_line():
@@ -185,7 +195,6 @@ def test_read_model_knows_where_ticks_go_and_a_second_write_changes_nothing(tmp_
                 first = snapshot
         assert snapshot == first
         assert readmodel.reform_locations() == [ReformLocation("R1", 3)]
-        assert readmodel.reform_locations_funded_by({"0-24", "9-99"}) == [ReformLocation("R1", 3)]
-        assert readmodel.reform_locations_funded_by({"9-99"}) == []
+        assert readmodel.reform_funding() == {ReformLocation("R1", 3): frozenset({"0-24"})}
     finally:
         readmodel.dispose()
