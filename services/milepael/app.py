@@ -144,7 +144,7 @@ class ReformStep:
     def __call__(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
         context = message_context()
         if context.topic == self.topics.milepael_ticks:
-            return self.on_tick(value, state, context.partition)
+            return self.on_tick(value, key, state, context.partition)
         return self.on_reform_event(value, key, state, context.partition)
 
     def on_reform_event(self, value: bytes, key: bytes | None, state: State, partition: int) -> list[Any]:
@@ -156,11 +156,13 @@ class ReformStep:
         except core.DomainRejection as error:
             raise Rejection([str(error)], "rejected") from None
 
-    def on_tick(self, value: bytes, state: State, partition: int) -> list[Any]:
+    def on_tick(self, value: bytes, key: bytes | None, state: State, partition: int) -> list[Any]:
         try:
             tick = Tick.from_bytes(value)
         except ValueError as error:
             raise Rejection([str(error)], "invalid_tick") from None
+        if not key:
+            raise Rejection(["a tick needs the reform_id as its key"], "invalid_tick")
         current = state.get(REFORM_STATE_KEY)
         if current is None:
             return []  # a tick for a reform that was never registered (its registration was refused)

@@ -126,15 +126,15 @@ def test_registration_writes_state_and_picture_and_an_unchanged_tick_writes_noth
     assert isinstance(picture, ReformPicture) and picture.state["reform_id"] == "R1"
     assert state.get(REFORM_STATE_KEY)["reform_id"] == "R1"
     tick = Tick(datetime(2026, 1, 1, 13, tzinfo=timezone.utc), "clock").to_bytes()
-    assert step.on_tick(tick, state, 2) == []  # same day, same facts: no event, no row
+    assert step.on_tick(tick, b"R1", state, 2) == []  # same day, same facts: no event, no row
 
     late = Tick(datetime(2026, 3, 2, 8, tzinfo=timezone.utc), "clock").to_bytes()
-    outputs = step.on_tick(late, state, 2)
+    outputs = step.on_tick(late, b"R1", state, 2)
     [record] = [o for o in outputs if isinstance(o, Record)]
     assert record.topic == "t.reform.justering" and record.key == b"R1"
     assert json.loads(record.value)["data"]["state"] == "required"
-    assert step.on_tick(late, state, 2) == []  # exactly once: the condition is in the state now
-    assert step.on_tick(late, FakeState(), 2) == []  # a tick for an unknown reform does nothing
+    assert step.on_tick(late, b"R1", state, 2) == []  # exactly once: the condition is in the state now
+    assert step.on_tick(late, b"R1", FakeState(), 2) == []  # a tick for an unknown reform does nothing
 
 
 def test_domain_rejection_and_bad_ticks_are_dead_lettered():
@@ -144,9 +144,11 @@ def test_domain_rejection_and_bad_ticks_are_dead_lettered():
                                                                 "milestone_id": "A", "ministry": "BFD"}, "r-2",
                                    datetime(2026, 1, 21, tzinfo=timezone.utc)), b"R1", state, 2)
     assert caught.value.label == "rejected" and "not registered" in caught.value.reasons[0]
-    for bad in (b"{}", b"[]", b'{"now": "2026-03-02T08:00:00"}', b"nope", None):
+    good = Tick(datetime(2026, 3, 2, 8, tzinfo=timezone.utc), "clock").to_bytes()
+    for bad, key in ((b"{}", b"R1"), (b"[]", b"R1"), (b'{"now": "2026-03-02T08:00:00"}', b"R1"), (b"nope", b"R1"),
+                     (None, b"R1"), (good, None)):
         with pytest.raises(Rejection) as caught:
-            step.on_tick(bad, state, 2)
+            step.on_tick(bad, key, state, 2)
         assert caught.value.label == "invalid_tick"
 
 
