@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from services.milepael import core
 from services.milepael.app import (REFORM_STATE_KEY, Metrics, ReformPicture, ReformStep, latest_pictures,
                                    parse_reform_event)
-from services.milepael.feeds import Clock, FundedReforms, LineTotals, Tick, tick_interval_s
+from services.milepael.feeds import Clock, FundedReforms, LineTotals, Tick, TotalsFollower, tick_interval_s
 from services.milepael.readmodel import TABLES, ReadModel, ReformLocation
 from services.shared.config import Settings
 from services.shared.contract import make_event
@@ -200,3 +200,32 @@ def test_read_model_knows_where_ticks_go_and_a_second_write_changes_nothing(tmp_
         assert readmodel.reform_funding() == {ReformLocation("R1", 3): frozenset({"0-24"})}
     finally:
         readmodel.dispose()
+
+
+class FakeMessage:
+    """The slice of confluent_kafka.Message the totals follower reads."""
+
+    def __init__(self, value: bytes | None, key: bytes = b"0-24"):
+        self._value, self._key = value, key
+
+    def error(self):
+        return None
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+
+def test_totals_follower_keeps_the_latest_per_line_and_dead_letters_the_rest():
+    totals, dead = LineTotals(), []
+    follower = TotalsFollower(Settings(topic_prefix="t."), totals, on_change=lambda lines: None,
+                              dead_letter=lambda value, key, rejection: dead.append((value, key, rejection)))
+    line = {"line_id": "0-24", "cells": [{"ministry": "KD", "phase": "utredning", "utbetalt_ore": 5}]}
+    later = {"line_id": "0-24", "cells": [{"ministry": "KD", "phase": "utredning", "utbetalt_ore": 7}]}
+    changed = follower.apply([FakeMessage(json.dumps(line).encode()), FakeMessage(b'{"line_id": 1}'),
+                              FakeMessage(None), FakeMessage(json.dumps(later).encode())])
+    assert changed == {"0-24"}
+    assert totals.for_lines({"0-24", "9-99"})["0-24"]["utbetalt_ore_by_phase"] == {"utredning": 7}
+    assert [(key, rejection.label) for _, key, rejection in dead] == [(b"0-24", "invalid_totals")] * 2
