@@ -12,6 +12,7 @@ model (a sink written at each checkpoint), /metrics and /v1/reforms.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -138,7 +139,7 @@ class ReformStep:
         self.funded = funded
         self.metrics = metrics
         self.sequence = count()
-        # What this worker last wrote per reform: a tick that changes nothing writes nothing.
+        # What this worker last wrote per reform (a digest): a tick that changes nothing writes nothing.
         self.written: dict[str, str] = {}
 
     def __call__(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
@@ -180,8 +181,9 @@ class ReformStep:
             state.set(REFORM_STATE_KEY, new_state)
         self.metrics.observe(reform_id, verdicts)
         outputs: list[Any] = [self.justering_record(reform_id, event) for event in events]
-        fingerprint = dumps_compact({"state": new_state,
-                                     "numbers": {k: v.numbers() for k, v in verdicts.items()}}).decode()
+        # A digest, not the text: a reform's state carries up to core.MAX_PROCESSED_IDS event ids.
+        fingerprint = hashlib.sha256(dumps_compact({"state": new_state, "numbers": {
+            k: v.numbers() for k, v in verdicts.items()}})).hexdigest()
         if events or self.written.get(reform_id) != fingerprint:
             self.written[reform_id] = fingerprint
             outputs.append(ReformPicture(next(self.sequence), new_state, verdicts, events, now))
