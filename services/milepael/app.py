@@ -1,71 +1,50 @@
-"""The milepael service: a thin Faust shell around services.milepael.core.
+"""The milepael service: a thin Quix Streams shell around services.milepael.core.
 
 Inputs: the reform topic (key reform_id, CloudEvents JSON, re-validated here)
-and budsjett's compacted totals topic (key line_id), which every worker reads
-in full into memory (no shared database with budsjett). State per reform lives
-in a Faust table; every mutation happens in a stream on the reform's own
-partition: reform events, and "ticks" on a co-partitioned internal topic that
-the periodic timer and totals updates send to ask for a re-evaluation.
-Outputs: justering events, the SQL read model, /metrics and /v1/reforms.
+and milepael's own ticks topic (key reform_id, co-partitioned), concatenated
+into one stream, so one state store entry per reform holds the reform's state
+and every change to it (a reform event, or a tick asking for a re-evaluation)
+happens in the reform's own partition and Kafka transaction. Ticks come from a
+timer and from budsjett's totals (see services.milepael.feeds).
+Outputs, exactly once: justering events (in the transaction), the SQL read
+model (a sink written at each checkpoint), /metrics and /v1/reforms.
 """
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import os
+import threading
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from pathlib import Path
+from itertools import count
+from typing import Any
 
-import faust
-from faust.web import Request, Response, View
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
+from quixstreams import State, message_context
+from quixstreams.sinks import BatchingSink, SinkBatch
 
 from services.milepael import core
-from services.milepael.readmodel import ReadModel
+from services.milepael.feeds import (CLOCK_ENV, TICK_ENV, Clock, FundedReforms, LineTotals, Tick, Ticker,
+                                     TotalsFollower, tick_interval_s, tick_periodically)
+from services.milepael.readmodel import ReadModel, ReformLocation
 from services.shared.config import Settings
-from services.shared.contract import ContractError, parse_event
+from services.shared.contract import ContractError, Event, parse_event
 from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
-from services.shared.service import (add_standard_routes, confirm_deliveries, confirmed_table, json_response, make_app,
-                                     raw_topic, run_worker, send_dead_letter, track_consumer_lag)
+from services.shared.streaming import (DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp, input_topic,
+                                       json_response, make_application, output_topic, problem, route_outputs,
+                                       run_service)
 from services.shared.topics import ensure_topics
 
 log = logging.getLogger("reformspor.milepael")
 
-CLOCK_ENV = "REFORMSPOR_MILEPAEL_CLOCK"
-TICK_ENV = "REFORMSPOR_MILEPAEL_TICK_S"
-DEFAULT_TICK_S = 60.0
-
-
-def ticks_topic_name(settings: Settings) -> str:
-    return settings.topics.milepael_ticks
-
-
-class Clock:
-    """'Today' for the periodic re-evaluation.
-
-    REFORMSPOR_MILEPAEL_CLOCK unset: the real UTC time. An RFC 3339 time: that
-    fixed moment (tests, demo). "file:<path>": the RFC 3339 time in that file,
-    re-read on every tick, so a test can move time forward without a restart.
-    """
-
-    def __init__(self, spec: str | None = None):
-        self.spec = (spec or "").strip()
-
-    @staticmethod
-    def _parse(text: str) -> datetime:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            raise ValueError(f"{CLOCK_ENV} must carry a time zone: {text!r}")
-        return moment.astimezone(timezone.utc)
-
-    def now(self) -> datetime:
-        if not self.spec:
-            return datetime.now(timezone.utc)
-        if self.spec.startswith("file:"):
-            return self._parse(Path(self.spec.removeprefix("file:")).read_text())
-        return self._parse(self.spec)
+SERVICE = "milepael"
+REFORM_STATE_KEY = "reform"  # the one state entry per reform (Quix scopes state to the message key)
+# Generous: the compacted totals topic holds one message per budget line.
+TOTALS_LOAD_TIMEOUT_S = 120.0
 
 
 class Metrics:
@@ -99,8 +78,6 @@ class Metrics:
                            "Forecast against tolerance: 0 ok, 1 warning, 2 critical", stage + ("dimension",))
         self.justering = Counter("reformspor_reform_justering_events_total", "justering events emitted", ["reform"],
                                  registry=self.registry)
-        self.dead_letters = Counter("reformspor_dead_letters_total", "Messages sent to the dead-letter topic",
-                                    ["service", "reason"], registry=self.registry)
 
     def observe(self, reform_id: str, verdicts: dict[str, core.StageVerdict]) -> None:
         for stage_id, v in verdicts.items():
@@ -126,178 +103,198 @@ def _timestamp(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
 
 
-def problem(view: View, status: int, title: str, detail: str) -> Response:
-    return json_response(view, {"type": "about:blank", "title": title, "status": status, "detail": detail},
-                         status=status, content_type="application/problem+json")
+# --- the stream: reform events and ticks, one state entry per reform ---------------------------
+
+@dataclass(frozen=True)
+class ReformPicture:
+    """A sink row: the reform after one evaluation, for the read model. `seq` orders pictures in a checkpoint."""
+
+    seq: int
+    state: dict
+    verdicts: dict[str, core.StageVerdict]
+    justering_events: list[dict]
+    evaluated_at: datetime
 
 
-def create_app(settings: Settings, web_port: int | None = None, clock: Clock | None = None,
-               tick_interval_s: float | None = None) -> faust.App:
-    clock = clock or Clock(os.environ.get(CLOCK_ENV))
-    tick_interval_s = tick_interval_s or float(os.environ.get(TICK_ENV, DEFAULT_TICK_S))
-    app = make_app("milepael", settings, web_port)
-    metrics = Metrics()
-    readmodel = ReadModel(settings.db_url("milepael"))
-    reform_topic = raw_topic(app, settings.topics.reform)
-    justering_topic = raw_topic(app, settings.topics.justering)
-    ticks_topic = raw_topic(app, ticks_topic_name(settings))
-    reforms = confirmed_table(app, "milepael-reforms", settings.partitions)
-    totals: dict[str, dict] = {}          # line_id → core.totals_summary(...), rebuilt from the compacted topic
-    totals_loaded = asyncio.Event()
-    # Reform events and ticks are two agents on one table: one lock keeps each read-modify-write whole.
-    lock = asyncio.Lock()
-    saved_documents: dict[str, bytes] = {}
-    app.milepael_metrics = metrics  # for tests and debugging
-    app.milepael_readmodel = readmodel
+def parse_reform_event(value: bytes | None, key: bytes | None) -> Event:
+    """The reform event in a message, or the Rejection that dead-letters it."""
+    try:
+        event = parse_event(loads_strict(value or b""))
+    except (JsonInputError, ContractError) as error:
+        raise Rejection([str(p) for p in getattr(error, "problems", [])] or [str(error)], "invalid") from None
+    if event.is_budget:
+        raise Rejection([f"{event.kind} is a budget event; send it to the budget topic"], "wrong_topic")
+    if key != event.key.encode("utf-8"):
+        # The key decides the partition and so the reform's state: another key would split the reform.
+        raise Rejection([f"the message key must be the reform_id {event.key!r}"], "wrong_key")
+    return event
 
-    async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], origin: str, reason_label: str) -> None:
-        metrics.dead_letters.labels(service="milepael", reason=reason_label).inc()
-        # Delivered before the input offset can be acked: a rejected event is parked, never lost.
-        await confirm_deliveries([], [await send_dead_letter(app, settings, value, key, reasons, origin)])
 
-    async def evaluate_and_publish(reform_id: str, state: dict, previous: dict | None, today: date, now: datetime) -> None:
-        new_state, events, verdicts = core.reconcile(state, dict(totals), today, now)
-        sends = []
-        for event in events:
-            sends.append(await justering_topic.send(key=reform_id.encode(), value=dumps_compact(event)))
-            metrics.justering.labels(reform=reform_id).inc()
-            log.warning("justering %s %s/%s: %s", event["data"]["state"], reform_id, event["data"]["stage_id"],
-                        "; ".join(r["message"] for r in event["data"]["reasons"]))
+class ReformStep:
+    """step(value, key, state) for route_outputs: justering Records and read-model pictures."""
+
+    def __init__(self, settings: Settings, totals: LineTotals, funded: FundedReforms, metrics: Metrics):
+        self.topics = settings.topics
+        self.totals = totals
+        self.funded = funded
+        self.metrics = metrics
+        self.sequence = count()
+        # What this worker last wrote per reform (a digest): a tick that changes nothing writes nothing.
+        self.written: dict[str, str] = {}
+
+    def __call__(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
+        context = message_context()
+        if context.topic == self.topics.milepael_ticks:
+            return self.on_tick(value, key, state, context.partition)
+        return self.on_reform_event(value, key, state, context.partition)
+
+    def on_reform_event(self, value: bytes, key: bytes | None, state: State, partition: int) -> list[Any]:
+        event = parse_reform_event(value, key)
+        self.totals.wait_loaded(TOTALS_LOAD_TIMEOUT_S)
+        previous = state.get(REFORM_STATE_KEY)
+        try:
+            return self.evaluate(core.apply(previous, event), previous, event.time, state, partition)
+        except core.DomainRejection as error:
+            raise Rejection([str(error)], "rejected") from None
+
+    def on_tick(self, value: bytes, key: bytes | None, state: State, partition: int) -> list[Any]:
+        try:
+            tick = Tick.from_bytes(value)
+        except ValueError as error:
+            raise Rejection([str(error)], "invalid_tick") from None
+        if not key:
+            raise Rejection(["a tick needs the reform_id as its key"], "invalid_tick")
+        current = state.get(REFORM_STATE_KEY)
+        if current is None:
+            return []  # a tick for a reform that was never registered (its registration was refused)
+        self.totals.wait_loaded(TOTALS_LOAD_TIMEOUT_S)
+        return self.evaluate(current, current, tick.now, state, partition)
+
+    def evaluate(self, reform: dict, previous: dict | None, now: datetime, state: State, partition: int) -> list[Any]:
+        """Reconcile the reform (may raise DomainRejection, before any effect); then state, metrics, outputs."""
+        lines = core.funded_lines(reform)
+        self.funded.note(ReformLocation(reform["reform_id"], partition), lines)  # before reading the totals
+        totals = self.totals.for_lines(lines)
+        new_state, events, verdicts = core.reconcile(reform, totals, now.date(), now)
+        reform_id = new_state["reform_id"]
         if new_state != previous:
-            reforms[reform_id] = new_state  # changelog goes to this event's partition: co-partitioned
-        metrics.observe(reform_id, verdicts)
-        fingerprint = dumps_compact({"state": new_state, "numbers": {k: v.numbers() for k, v in verdicts.items()},
-                                     "events": [e["id"] for e in events]})
-        if events or saved_documents.get(reform_id) != fingerprint:
-            await asyncio.to_thread(readmodel.save, new_state, verdicts, events)
-            saved_documents[reform_id] = fingerprint
-        # The state and the justering events reach the broker before the input offset is acked.
-        await confirm_deliveries([reforms], sends)
+            state.set(REFORM_STATE_KEY, new_state)
+        self.metrics.observe(reform_id, verdicts)
+        outputs: list[Any] = [self.justering_record(reform_id, event) for event in events]
+        # A digest, not the text: a reform's state carries up to core.MAX_PROCESSED_IDS event ids.
+        fingerprint = hashlib.sha256(dumps_compact({"state": new_state, "numbers": {
+            k: v.numbers() for k, v in verdicts.items()}})).hexdigest()
+        if events or self.written.get(reform_id) != fingerprint:
+            self.written[reform_id] = fingerprint
+            outputs.append(ReformPicture(next(self.sequence), new_state, verdicts, events, now))
+        return outputs
 
-    @app.agent(reform_topic, concurrency=1)
-    async def reform_events(stream):
-        async for message_event in stream.events():
-            value, key = message_event.value, message_event.key
-            try:
-                event = parse_event(loads_strict(value))
-            except (JsonInputError, ContractError) as error:
-                problems = [str(p) for p in getattr(error, "problems", [])] or [str(error)]
-                await dead_letter(value, key, problems, settings.topics.reform, "invalid")
-                continue
-            if event.is_budget:
-                await dead_letter(value, key, [f"{event.kind} is a budget event; send it to the budget topic"],
-                                  settings.topics.reform, "wrong_topic")
-                continue
-            # Never evaluate against half-loaded totals (after a restart): that would clear and re-raise alerts.
-            await totals_loaded.wait()
-            async with lock:
-                previous = reforms.get(event.key)
-                try:
-                    state = core.apply(previous, event)
-                    core.reconcile(state, dict(totals), event.time.date(), event.time)  # fails here, not half-way
-                except core.DomainRejection as error:
-                    await dead_letter(value, key, [str(error)], settings.topics.reform, "rejected")
-                    continue
-                except Exception as error:  # a bug must not stall the partition: park the event with the reason
-                    log.exception("milepael could not process %s", event.id)
-                    await dead_letter(value, key, [f"internal error: {error!r}"[:500]], settings.topics.reform,
-                                      "internal_error")
-                    continue
-                await evaluate_and_publish(event.key, state, previous, event.time.date(), event.time)
+    def justering_record(self, reform_id: str, event: dict) -> Record:
+        self.metrics.justering.labels(reform=reform_id).inc()
+        log.warning("justering %s %s/%s: %s", event["data"]["state"], reform_id, event["data"]["stage_id"],
+                    "; ".join(r["message"] for r in event["data"]["reasons"]))
+        return Record(self.topics.justering, reform_id.encode("utf-8"), dumps_compact(event))
 
-    @app.agent(ticks_topic, concurrency=1)
-    async def ticks(stream):
-        async for message_event in stream.events():
-            try:
-                reform_id = message_event.key.decode("utf-8")
-                payload = json.loads(message_event.value)
-                now = Clock._parse(payload["now"])
-            except (AttributeError, ValueError, KeyError, TypeError):
-                continue  # our own internal topic: nothing else writes here
-            await totals_loaded.wait()
-            async with lock:
-                state = reforms.get(reform_id)
-                if state is not None:
-                    await evaluate_and_publish(reform_id, state, state, now.date(), now)
 
-    async def send_ticks(reform_ids, why: str) -> None:
+def latest_pictures(pictures: list[ReformPicture]) -> list[tuple[ReformPicture, list[dict]]]:
+    """Per reform, its latest picture and every justering event of all its pictures, in order."""
+    by_reform: dict[str, tuple[ReformPicture, list[dict]]] = {}
+    for picture in sorted(pictures, key=lambda p: p.seq):
+        _, events = by_reform.get(picture.state["reform_id"], (picture, []))
+        by_reform[picture.state["reform_id"]] = (picture, events + picture.justering_events)
+    return list(by_reform.values())
+
+
+class ReadModelSink(BatchingSink):
+    """Writes the read model at each checkpoint, before the checkpoint's transaction commits.
+
+    Quix hands the rows in one batch per input partition (the reform topic's apart from the
+    ticks topic's), so one reform may be in several: `write` only gathers them, and `flush`
+    writes each reform's latest picture once, with the partition its state lives in (where
+    its ticks must go). Every write is an upsert: a batch delivered again after a crash
+    leaves the tables as they were.
+    """
+
+    def __init__(self, readmodel: ReadModel):
+        super().__init__()
+        self.readmodel = readmodel
+        self.gathered: list[ReformPicture] = []
+        self.partitions: dict[str, int] = {}
+
+    def write(self, batch: SinkBatch) -> None:
+        for item in batch:
+            self.gathered.append(item.value)
+            self.partitions[item.value.state["reform_id"]] = batch.partition
+
+    def flush(self) -> None:
         try:
-            now = clock.now()
-        except (OSError, ValueError) as error:
-            log.error("clock unreadable (%s): skipping re-evaluation", error)
-            return
-        payload = dumps_compact({"now": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "why": why})
-        for reform_id in reform_ids:
-            # Keyed like the reform topic (murmur2 of the reform_id), so a tick lands on the reform's partition.
-            await ticks_topic.send(key=reform_id.encode("utf-8"), value=payload)
-
-    @app.timer(interval=tick_interval_s)
-    async def periodic_reevaluation():
-        # Catches milestones that became overdue with no new event.
-        if not app.rebalancing:
-            await send_ticks(list(reforms.keys()), "clock")
-
-    @app.task
-    async def follow_totals():
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(settings.topics.totals, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    key_deserializer=None, value_deserializer=None)
-        await consumer.start()
-        try:
-            while not consumer.assignment():
-                await asyncio.sleep(0.1)
-            end_offsets = await consumer.end_offsets(list(consumer.assignment()))
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                changed_lines: set[str] = set()
-                for records in batches.values():
-                    for record in records:
-                        try:
-                            summary = core.totals_summary(loads_strict(record.value))
-                        except (JsonInputError, ValueError, TypeError) as error:
-                            await dead_letter(record.value, record.key, [f"totals message: {error}"],
-                                              settings.topics.totals, "invalid_totals")
-                            continue
-                        totals[summary["line_id"]] = summary
-                        changed_lines.add(summary["line_id"])
-                if not totals_loaded.is_set():
-                    positions = {tp: await consumer.position(tp) for tp in end_offsets}
-                    if all(positions[tp] >= end for tp, end in end_offsets.items()):
-                        totals_loaded.set()
-                if changed_lines:
-                    affected = [rid for rid, st in list(reforms.items())
-                                if st is not None and core.funded_lines(st) & changed_lines]
-                    await send_ticks(affected, "totals")
-        except asyncio.CancelledError:
-            raise
+            super().flush()
+            for picture, events in latest_pictures(self.gathered):
+                reform_id = picture.state["reform_id"]
+                self.readmodel.save(picture.state, picture.verdicts, events, evaluated_at=picture.evaluated_at,
+                                    partition=self.partitions[reform_id])
         finally:
-            await consumer.stop()
+            self.gathered = []
+            self.partitions = {}
 
-    async def ready_check() -> list[str]:
-        return [] if totals_loaded.is_set() else ["totals topic not loaded yet"]
 
-    add_standard_routes(app, metrics.registry, ready_check, gauges=metrics.gauges)
-    track_consumer_lag(app, metrics.registry, "milepael")
+# --- HTTP: the read model ----------------------------------------------------------------------
 
-    @app.page("/v1/reforms")
-    class ReformList(View):
-        async def get(self, request: Request) -> Response:
-            rows = await asyncio.to_thread(readmodel.list_reforms)
-            return json_response(self, {"reforms": rows})
+def add_reform_routes(http: ServiceHttp, readmodel: ReadModel) -> None:
+    async def list_reforms(request: web.Request) -> web.Response:
+        return json_response({"reforms": await asyncio.to_thread(readmodel.list_reforms)})
 
-    @app.page("/v1/reforms/{reform_id}")
-    class ReformDetail(View):
-        async def get(self, request: Request, reform_id: str) -> Response:
-            document = await asyncio.to_thread(readmodel.get_reform, reform_id)
-            if document is None:
-                return problem(self, 404, "reform not found", f"no reform with reform_id {reform_id[:64]!r}")
-            return json_response(self, document)
+    async def reform_detail(request: web.Request) -> web.Response:
+        reform_id = request.match_info["reform_id"]
+        document = await asyncio.to_thread(readmodel.get_reform, reform_id)
+        if document is None:
+            return problem(404, "reform not found", f"no reform with reform_id {reform_id[:64]!r}")
+        return json_response(document)
 
-    return app
+    http.app.router.add_get("/v1/reforms", list_reforms)
+    http.app.router.add_get("/v1/reforms/{reform_id}", reform_detail)
 
+
+# --- wiring ------------------------------------------------------------------------------------
 
 def main(settings: Settings) -> None:
     ensure_topics(settings)  # includes the internal ticks topic, co-partitioned with the reform topic
-    run_worker(create_app(settings), settings)
+    topics = settings.topics
+    interval_s = tick_interval_s(os.environ.get(TICK_ENV))
+    app = make_application(SERVICE, settings)
+    metrics = Metrics()
+    dead_letters = DeadLetters(SERVICE, topics.dead_letter, metrics.registry)
+    readmodel = ReadModel(settings.db_url(SERVICE))
+    totals = LineTotals()
+    funded = FundedReforms(readmodel.reform_funding())
+    producer = app.get_producer()  # plain, not transactional: ticks and the totals' dead letters
+    producer.poll(0)  # creates the client now, before the two threads that share it start
+    ticker = Ticker(producer, topics.milepael_ticks, Clock(os.environ.get(CLOCK_ENV)))
+
+    def dead_letter(value: bytes | None, key: bytes | None, rejection: Rejection) -> None:
+        record = dead_letters.record(value, key, rejection)
+        producer.produce(topic=record.topic, key=record.key, value=record.value, headers=list(record.headers))
+
+    follower = TotalsFollower(settings, totals, dead_letter=dead_letter,
+                              on_change=lambda lines: ticker.send(funded.funded_by(lines), "totals"))
+
+    reforms = app.dataframe(input_topic(app, topics.reform))
+    sdf = reforms.concat(app.dataframe(input_topic(app, topics.milepael_ticks)))
+    route_outputs(sdf, ReformStep(settings, totals, funded, metrics), dead_letters,
+                  {name: output_topic(app, name) for name in (topics.justering, topics.dead_letter)},
+                  ReadModelSink(readmodel))
+
+    monitor = GroupMonitor(settings, SERVICE, [topics.reform, topics.milepael_ticks], metrics.registry)
+    http = ServiceHttp(SERVICE, settings, metrics.registry, monitor, gauges=metrics.gauges)
+    http.ready_checks.append(follower.problems)
+    add_reform_routes(http, readmodel)
+    stop_ticks = threading.Event()
+    follower.start()
+    threading.Thread(target=tick_periodically, args=(ticker, readmodel.reform_locations, interval_s, stop_ticks),
+                     name="milepael-ticks", daemon=True).start()
+    try:
+        run_service(app, http, monitor)
+    finally:
+        stop_ticks.set()
+        follower.stop.set()
+        producer.flush(5.0)

@@ -1,7 +1,7 @@
 """Staged reforms (tiltak 1.8): the pure rules, no I/O.
 
 `apply(reform_state, event) -> reform_state` folds validated reform events into
-a plain-dict state (JSON-friendly, so a Faust table can hold it);
+a plain-dict state (JSON-friendly, so a Quix state store can hold it);
 `evaluate(stage, facts, today) -> StageVerdict` computes earned value, Earned
 Schedule, the cost forecast, tolerance levels and gate criteria for one stage;
 `reconcile(state, totals, today, now)` evaluates every stage and decides which

@@ -1,12 +1,14 @@
 """The queryable read model (SQLModel): reforms, stages, milestones, decisions, baselines, adjustments.
 
-Written after every evaluation from the Faust table's state; writes are
-upserts keyed by natural ids (event id for decisions and adjustments), so a
-redelivered event or a replayed evaluation never adds a row twice.
+Written at each checkpoint from the reform's state (the stream's sink); writes
+are upserts keyed by natural ids (event id for decisions and adjustments), and
+`updated_at` is the evaluation's own time, so a redelivered batch or a replayed
+evaluation leaves the tables as they were.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Optional
 
@@ -30,7 +32,7 @@ class MilepaelReform(SQLModel, table=True):
     as_of: str
     adjustment_required: bool = False
     document: str = Field(sa_column=Column(Text, nullable=False))  # the API document, JSON
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)  # the time of the evaluation that wrote the row
 
 
 class MilepaelStage(SQLModel, table=True):
@@ -74,6 +76,24 @@ class MilepaelMilestone(SQLModel, table=True):
     forecast_date: Optional[date] = None
 
 
+class MilepaelStatePartition(SQLModel, table=True):
+    """The input partition that holds the reform's state: a tick must go to the same one."""
+
+    __tablename__ = "milepael_state_partitions"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    partition: int
+
+
+class MilepaelFunding(SQLModel, table=True):
+    """Which budget lines fund which reform: a change in a line's totals re-evaluates these reforms."""
+
+    __tablename__ = "milepael_funding"
+    reform_id: str = Field(primary_key=True, max_length=64)
+    stage_id: str = Field(primary_key=True, max_length=64)
+    line_id: str = Field(primary_key=True, index=True, max_length=64)
+    phase: str = Field(primary_key=True, max_length=32)
+
+
 class MilepaelDecision(SQLModel, table=True):
     __tablename__ = "milepael_decisions"
     event_id: str = Field(primary_key=True, max_length=128)
@@ -113,7 +133,16 @@ class MilepaelAdjustment(SQLModel, table=True):
     emitted_at: str
 
 
-TABLES = [MilepaelReform, MilepaelStage, MilepaelMilestone, MilepaelDecision, MilepaelBaseline, MilepaelAdjustment]
+TABLES = [MilepaelReform, MilepaelStatePartition, MilepaelStage, MilepaelMilestone, MilepaelFunding, MilepaelDecision,
+          MilepaelBaseline, MilepaelAdjustment]
+
+
+@dataclass(frozen=True)
+class ReformLocation:
+    """A reform and the partition of the reform and ticks topics where its state lives."""
+
+    reform_id: str
+    partition: int
 
 
 class ReadModel:
@@ -121,9 +150,12 @@ class ReadModel:
         self.engine = make_engine(url)
         create_tables(self.engine, [t.__table__ for t in TABLES])
 
-    def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict]) -> None:
+    def save(self, state: dict, verdicts: dict[str, StageVerdict], justering_events: list[dict],
+             evaluated_at: datetime | None = None, partition: int | None = None) -> None:
         """Upsert the reform's current picture and append its new decisions, baselines and adjustments."""
         with Session(self.engine) as session:
+            if partition is not None:
+                session.merge(MilepaelStatePartition(reform_id=state["reform_id"], partition=partition))
             for event in justering_events:
                 data = event["data"]
                 session.merge(MilepaelAdjustment(
@@ -138,7 +170,7 @@ class ReadModel:
                 reform_id=state["reform_id"], title=state["title"], owner=state["owner"],
                 registered_at=state["registered_at"], as_of=state["as_of"],
                 adjustment_required=document["adjustment_required"],
-                document=json.dumps(document, ensure_ascii=False), updated_at=_now()))
+                document=json.dumps(document, ensure_ascii=False), updated_at=evaluated_at or _now()))
             for position, stage in enumerate(state["stages"]):
                 v = verdicts[stage["stage_id"]]
                 numbers = v.numbers()
@@ -150,6 +182,9 @@ class ReadModel:
                     ev_ore=v.ev_ore, ac_ore=v.ac_ore, eac_ore=v.eac_ore, spi=numbers["spi"], spi_t=numbers["spi_t"],
                     cpi=numbers["cpi"], time_tolerance_level=v.time_level, cost_tolerance_level=v.cost_level,
                     adjustment_required=v.adjustment_required))
+                for f in stage["funding"]:
+                    session.merge(MilepaelFunding(reform_id=state["reform_id"], stage_id=stage["stage_id"],
+                                                  line_id=f["line_id"], phase=f["phase"]))
                 for m in stage["milestones"]:
                     session.merge(MilepaelMilestone(
                         reform_id=state["reform_id"], stage_id=stage["stage_id"], milestone_id=m["milestone_id"],
@@ -189,6 +224,21 @@ class ReadModel:
         return [{"reform_id": r.reform_id, "title": r.title, "owner": r.owner, "as_of": r.as_of,
                  "adjustment_required": r.adjustment_required, "stages": by_reform.get(r.reform_id, [])}
                 for r in reforms]
+
+    def reform_locations(self) -> list[ReformLocation]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(MilepaelStatePartition).order_by(MilepaelStatePartition.reform_id)).all()
+            return [ReformLocation(r.reform_id, r.partition) for r in rows]
+
+    def reform_funding(self) -> dict[ReformLocation, frozenset[str]]:
+        """Every reform with the budget lines that fund it."""
+        with Session(self.engine) as session:
+            locations = {r.reform_id: ReformLocation(r.reform_id, r.partition)
+                         for r in session.exec(select(MilepaelStatePartition)).all()}
+            lines: dict[str, set[str]] = {}
+            for row in session.exec(select(MilepaelFunding)).all():
+                lines.setdefault(row.reform_id, set()).add(row.line_id)
+        return {location: frozenset(lines.get(reform_id, ())) for reform_id, location in locations.items()}
 
     def get_reform(self, reform_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:

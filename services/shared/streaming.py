@@ -112,6 +112,9 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
         consumer_group=group_id,
         processing_guarantee="exactly-once",
         commit_interval=COMMIT_INTERVAL_S,
+        # Quix checks the commit interval only between polls: with its default 1 s poll, a quiet
+        # input committed (and showed its outputs and read model) up to 1 s after processing.
+        consumer_poll_timeout=COMMIT_INTERVAL_S,
         auto_offset_reset="earliest",
         state_dir=state_dir or str(settings.home / "state" / member),
         consumer_extra_config={

@@ -1,4 +1,9 @@
-"""End to end through a real Kafka broker: late milestones and spending make a justering event and metric appear."""
+"""End to end through a real Kafka broker: late milestones and spending make a justering event and metric appear.
+
+Reform events are published in Kafka transactions, as ingest does, and by librdkafka's default
+partitioner (not Java's murmur2): the periodic re-evaluation must still reach the partition that
+holds the reform's state, and must not wait behind a commit marker.
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +11,7 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
+from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.shared.contract import make_event
@@ -57,14 +63,19 @@ def test_overdue_milestone_and_overspending_raise_then_replanning_clears(stack, 
                                                "REFORMSPOR_MILEPAEL_TICK_S": "1"})
     base = settings.service_url("milepael")
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    reform_producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "transactional.id": "test-ingest"})
+    reform_producer.init_transactions(10)
     consumer = KafkaConsumer(settings.topics.justering, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=200)
+                             auto_offset_reset="earliest", consumer_timeout_ms=200, isolation_level="read_committed")
     received: list[dict] = []
 
+    def publish_raw(value: bytes) -> None:
+        reform_producer.begin_transaction()
+        reform_producer.produce(settings.topics.reform, key=b"R-e2e", value=value)
+        reform_producer.commit_transaction(10)
+
     def publish(kind, ministry, data, event_id, when):
-        producer.send(settings.topics.reform, key=b"R-e2e",
-                      value=json.dumps(make_event(kind, ministry, data, event_id, when)).encode())
-        producer.flush()
+        publish_raw(json.dumps(make_event(kind, ministry, data, event_id, when)).encode())
 
     def justering(state: str):
         received.extend(json.loads(m.value) for m in consumer)
@@ -75,7 +86,7 @@ def test_overdue_milestone_and_overspending_raise_then_replanning_clears(stack, 
         publish("milepael_fullfort", "BFD", {"reform_id": "R-e2e", "stage_id": "utredning", "milestone_id": "A",
                                              "ministry": "BFD", "completed_on": "2026-01-21"}, "r-2",
                 datetime(2026, 1, 21, 15, tzinfo=timezone.utc))
-        producer.send(settings.topics.reform, key=b"R-e2e", value=b'{"not": "an event"')  # dead-lettered, not stalling
+        publish_raw(b'{"not": "an event"')  # dead-lettered, not stalling the reform's partition
         def a_done():
             status, body = _get(f"{base}/v1/reforms/R-e2e")
             return status == 200 and body["stages"][0]["milestones"][0]["state"] == "fullført" and body
@@ -136,4 +147,5 @@ def test_overdue_milestone_and_overspending_raise_then_replanning_clears(stack, 
         assert _get(f"{base}/v1/reforms/nope")[0] == 404
     finally:
         producer.close()
+        reform_producer.flush(5)
         consumer.close()
