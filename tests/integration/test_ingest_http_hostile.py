@@ -44,12 +44,13 @@ def test_content_type_and_surrogate_escapes(stack, settings):
     }
     for field, raw in hostile.items():
         status, headers, reply = post(url, raw.encode(), token)
-        assert status in (207, 422), (field, status, reply)  # never a 500
-        assert headers["Content-Type"].startswith("application/problem+json" if status == 422 else "application/json")
-        assert any(r["status"] == "rejected" and r["reasons"] for r in reply["results"]), reply
+        # A lone surrogate is not Unicode text (I-JSON, RFC 7493): the whole body is refused, never a 500.
+        assert status == 422, (field, status, reply)
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert "surrogate" in json.dumps(reply), reply
 
     dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, min_count=len(hostile), timeout_s=60)
     assert len(dead) == len(hostile)
     assert all(r.headers[DEAD_LETTER_REASON_HEADER] for r in dead)
-    budget = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=5, timeout_s=30)
-    assert sorted(r.json()["id"] for r in budget) == ["ct-ok-0", "ct-ok-1", "ct-ok-2", "ct-ok-3", "sg-b1"]
+    budget = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4, timeout_s=30)
+    assert sorted(r.json()["id"] for r in budget) == ["ct-ok-0", "ct-ok-1", "ct-ok-2", "ct-ok-3"]
