@@ -52,8 +52,10 @@ class GaugeFamily:
         self._values[label_values] = value
 
     def render(self) -> str:
-        prefixes = self._prefixes
-        return self._header + "".join([f"{prefixes[key]}{format_value(value)}\n" for key, value in self._values.items()])
+        # The HTTP thread renders while the stream thread adds series: render a copy (dict.copy is
+        # one C call under the GIL), so a new series never breaks a scrape mid-iteration.
+        prefixes, values = self._prefixes, self._values.copy()
+        return self._header + "".join([f"{prefixes[key]}{format_value(value)}\n" for key, value in values.items()])
 
 
 class GaugeFamilies:
@@ -69,4 +71,4 @@ class GaugeFamilies:
         return family
 
     def render(self) -> bytes:
-        return "".join(family.render() for family in self._families.values()).encode()
+        return "".join(family.render() for family in list(self._families.values())).encode()

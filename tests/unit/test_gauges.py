@@ -59,3 +59,28 @@ def test_wrong_label_count_and_duplicate_names_are_refused():
         amounts.set(("L1",), 1)
     with pytest.raises(ValueError, match="already defined"):
         gauges.gauge("reformspor_test_ore", "again", LABELS)
+
+
+
+def test_a_scrape_while_another_thread_adds_series_never_fails():
+    """The stream thread sets gauges while the HTTP thread renders /metrics."""
+    import threading
+
+    from services.shared.gauges import GaugeFamilies
+
+    families = GaugeFamilies()
+    gauge = families.gauge("reformspor_test_ore", "test", ("line",))
+    series = 30_000
+
+    def add_series() -> None:
+        for number in range(series):
+            gauge.set((f"line-{number}",), number)
+
+    writer = threading.Thread(target=add_series)
+    writer.start()
+    try:
+        while writer.is_alive():
+            families.render()
+    finally:
+        writer.join(30)
+    assert families.render().count(b"\nreformspor_test_ore{") == series
