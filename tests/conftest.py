@@ -21,12 +21,50 @@ from services.shared.topics import ensure_topics
 _instance_counter = itertools.count()
 
 
+def _started_broker(prefix: str, **security):
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = LocalKafka(data_dir / "kafka", port=free_port(), controller_port=free_port(),
+                        secrets_dir=data_dir / "secrets", **security)
+    broker.start()
+    return broker
+
+
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """One real single-node KRaft broker for the whole test session."""
-    data_dir = Path(tempfile.mkdtemp(prefix="reformspor-kafka-"))
-    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
-    broker.start()
+    """One real single-node KRaft broker for the whole test session.
+
+    Still the open PLAINTEXT broker while the services move to Quix Streams:
+    drop `secured=False` once they take their settings from
+    services.shared.kafka_security.client_config (the `settings` fixture follows).
+    """
+    broker = _started_broker("reformspor-kafka-", secured=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _test_settings(broker: LocalKafka, home: Path) -> Settings:
+    """Settings for one test: its own topic prefix (isolation on the shared broker), ports and home."""
+    return broker.client_settings(Settings(
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        home=home,
+        ingest_port=free_port(),
+        budsjett_port=free_port(),
+        milepael_port=free_port(),
+    ))
+
+
+@pytest.fixture
+def settings(kafka_broker, tmp_path) -> Settings:
+    return _test_settings(kafka_broker, tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_broker():
+    """A secured broker (SASL/SCRAM, StandardAuthorizer, no ACL means no access) for the session."""
+    broker = _started_broker("reformspor-kafka-sasl-")
     try:
         yield broker
     finally:
@@ -34,17 +72,11 @@ def kafka_broker():
 
 
 @pytest.fixture
-def settings(kafka_broker, tmp_path) -> Settings:
-    """Settings for one test: its own topic prefix (isolation on the shared broker), ports and home."""
-    return Settings(
-        kafka_bootstrap=kafka_broker.bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-        partitions=4,
-        home=tmp_path / "home",
-        ingest_port=free_port(),
-        budsjett_port=free_port(),
-        milepael_port=free_port(),
-    )
+def secure_settings(secure_kafka_broker, tmp_path) -> Settings:
+    """Settings on the secured broker, as the admin sees them; topics and the services' ACLs created."""
+    settings = _test_settings(secure_kafka_broker, tmp_path / "home")
+    ensure_topics(settings)
+    return settings
 
 
 @pytest.fixture

@@ -206,6 +206,8 @@ class LocalKafka:
             f"listener.name.client.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={scram}",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found=false",
+            # A deleted user's open connections must re-authenticate, and fail, within 5 minutes.
+            "connections.max.reauth.ms=300000",
             # The admin may alter ACLs and users, which is all power anyway: say so plainly.
             f"super.users=User:{broker.username};User:{ADMIN}",
         ]

@@ -139,9 +139,17 @@ def client_config(settings: Settings, principal: str) -> dict[str, str]:
     Quix: `ConnectionConfig.from_librdkafka_dict(client_config(settings, "budsjett"))`.
     """
     protocol = _protocol(settings)
+    credential = load_credential(settings, principal) if protocol in SASL_PROTOCOLS else None
+    return connection_config(settings, credential)
+
+
+def connection_config(settings: Settings, credential: KafkaCredential | None) -> dict[str, str]:
+    """librdkafka settings for a given credential (None: an unauthenticated PLAINTEXT broker)."""
+    protocol = _protocol(settings)
     config = {"bootstrap.servers": settings.kafka_bootstrap, "security.protocol": protocol}
     if protocol in SASL_PROTOCOLS:
-        credential = load_credential(settings, principal)
+        if credential is None:
+            raise KafkaCredentialError(f"{protocol} needs a credential")
         config |= {"sasl.mechanisms": settings.kafka_sasl_mechanism,
                    "sasl.username": credential.username, "sasl.password": credential.password}
     if protocol == "SASL_SSL" and settings.kafka_ca_file:

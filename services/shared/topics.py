@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka import errors as kafka_errors
 
 from services.shared.acls import apply_bindings, load_matrix, matrix_path, service_bindings
 from services.shared.config import Settings
@@ -32,14 +31,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """
     admin = open_admin(settings, timeout_s)
     try:
-        existing = set(admin.list_topics())
-        created = []
-        for topic in [_new_topic(settings, name) for name in wanted_topics(settings) if name not in existing]:
-            try:
-                admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass
+        created = create_missing_topics(admin, settings, wanted_topics(settings), timeout_s)
         if settings.kafka_security_protocol.upper() in SASL_PROTOCOLS:
             apply_bindings(admin, service_bindings(load_matrix(matrix_path(settings)), settings))
         return created
@@ -47,7 +39,25 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         admin.close()
 
 
-def _new_topic(settings: Settings, name: str) -> NewTopic:
+def create_missing_topics(admin: KafkaAdminClient, settings: Settings, names: list[str],
+                          timeout_s: float = 30.0) -> list[str]:
+    """Create those of `names` that do not exist yet, in one request; returns the ones created."""
+    existing = set(admin.list_topics())
+    missing = {name: _topic_options(settings, name) for name in names if name not in existing}
+    if not missing:
+        return []
+    result = admin.create_topics(missing, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+    created = []
+    for topic in result["topics"]:
+        error = kafka_errors.for_code(topic["error_code"])
+        if error is kafka_errors.NoError:
+            created.append(topic["name"])
+        elif error is not kafka_errors.TopicAlreadyExistsError:  # another admin got there first: fine
+            raise error(f"creating topic {topic['name']}: {topic.get('error_message') or error.__name__}")
+    return created
+
+
+def _topic_options(settings: Settings, name: str) -> dict:
     topics = settings.topics
     if name in topics.compacted():
         config = {"cleanup.policy": "compact"}
@@ -55,4 +65,4 @@ def _new_topic(settings: Settings, name: str) -> NewTopic:
         config = {"retention.ms": str(24 * 3600 * 1000)}
     else:
         config = {"retention.ms": "-1"}  # the log of record keeps everything
-    return NewTopic(name, num_partitions=settings.partitions, replication_factor=1, topic_configs=config)
+    return {"num_partitions": settings.partitions, "replication_factor": 1, "configs": config}
