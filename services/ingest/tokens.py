@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 from kafka.admin import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
@@ -72,6 +73,7 @@ def _issue_kafka_user(settings: Settings, code: str, name: str, store: IngestSto
             credential.username, SCRAM, credential.password)])
         if errors.get(credential.username):
             raise CredentialError(f"the broker refused the user {credential.username}: {errors[credential.username]}")
+        _wait_for_user(admin, credential.username)
         apply_bindings(admin, ministry_bindings(load_matrix(matrix_path(settings)), settings, code))
     finally:
         admin.close()
@@ -105,6 +107,15 @@ def _remove_kafka_user(settings: Settings, code: str) -> None:
             raise CredentialError(f"the broker refused to delete {ministry_principal(code)}: {error}")
     finally:
         admin.close()
+
+
+def _wait_for_user(admin, username: str, timeout_s: float = 15.0) -> None:
+    """The controller commits a new user before the broker can authenticate it: wait for the broker."""
+    deadline = time.monotonic() + timeout_s
+    while not (admin.describe_user_scram_credentials([username]).get(username) or {}).get("credential_infos"):
+        if time.monotonic() > deadline:
+            raise CredentialError(f"the broker did not know {username} within {timeout_s:.0f}s")
+        time.sleep(0.1)
 
 
 def _admin(settings: Settings):

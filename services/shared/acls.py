@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -138,13 +139,38 @@ def _kafka_acl(binding: AclBinding, filter_only: bool = False):
                      permission_type=ACLPermissionType.ALLOW, resource_pattern=resource)
 
 
-def apply_bindings(admin, bindings: list[AclBinding]) -> None:
-    """Create the grants (creating one that exists changes nothing, so this is idempotent)."""
+def apply_bindings(admin, bindings: list[AclBinding], timeout_s: float = 15.0) -> None:
+    """Create the grants and wait until the broker enforces them.
+
+    Creating a grant that exists changes nothing, so this is idempotent. The
+    controller commits ACLs before the broker's authorizer has them; waiting
+    here means a client started next is not refused by that gap.
+    """
     if not bindings:
         return
     result = admin.create_acls([_kafka_acl(binding) for binding in bindings])
     if result["failed"]:
         raise RuntimeError(f"the broker refused {len(result['failed'])} ACLs: {result['failed'][0]}")
+    deadline = time.monotonic() + timeout_s
+    while not set(bindings) <= _present(admin, {binding.principal for binding in bindings}):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the broker did not enforce the new ACLs within {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def _present(admin, principals: set[str]) -> set[AclBinding]:
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter
+    from kafka.admin import ResourceType
+
+    found = set()
+    for principal in principals:
+        acls, _error = admin.describe_acls(ACLFilter(
+            principal=principal, host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        found |= {AclBinding(acl.principal, ResourceKind(acl.resource_pattern.resource_type.name),
+                             PatternKind(acl.resource_pattern.pattern_type.name), acl.resource_pattern.resource_name,
+                             Operation(acl.operation.name)) for acl in acls}
+    return found
 
 
 def remove_bindings(admin, bindings: list[AclBinding]) -> int:
