@@ -14,12 +14,13 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from services.shared.kafka_security import client_config, client_properties, consumer_group, transactional_id
-from tests.support.kcat import kcat
+from tests.support.kcat import kcat, kcat_env
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +232,23 @@ def secure_tls_broker(tmp_path):
         yield settings, broker
     finally:
         broker.stop()
+
+
+def test_the_readme_kcat_example_works_as_written(secure_kafka_broker, tmp_path):
+    """deploy/kafka/README.md's two shell blocks, run verbatim, publish BFD's event to its topic."""
+    from services.shared.config import Settings
+    from services.shared.topics import ensure_topics
+
+    readme = (Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "README.md").read_text()
+    section = readme.split("## For a ministry's integration team", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    settings = secure_kafka_broker.client_settings(Settings(home=tmp_path / "home"))  # the README's own prefix
+    ensure_topics(settings)
+    env = {**kcat_env(), **settings.to_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for block in blocks:
+        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+    published = [json.loads(value) for value in read_all(settings, "ingest", "reformspor.inbound.BFD")]
+    assert "bfd-2026-0001" in [event["id"] for event in published]
