@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kafka.admin import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
@@ -20,7 +21,8 @@ from kafka.errors import KafkaError
 
 from services.ingest.core import token_hash
 from services.ingest.store import IngestCredential, IngestStore
-from services.shared.acls import apply_bindings, load_matrix, matrix_path, ministry_bindings, remove_bindings
+from services.shared.acls import (MatrixError, apply_bindings, load_matrix, matrix_path, ministry_bindings,
+                                  remove_bindings)
 from services.shared.config import Settings
 from services.shared.kafka_security import (SCRAM_MECHANISM, KafkaCredentialError, client_properties,
                                             connection_config, generate_credential, ministry_principal)
@@ -66,8 +68,7 @@ def issue_credential(settings: Settings, ministry: str, name: str = "", kind: st
 
 def _issue_kafka_user(settings: Settings, code: str, name: str, store: IngestStore) -> IssuedCredential:
     credential = generate_credential(ministry_principal(code))
-    admin = _admin(settings)
-    try:
+    with _admin_session(settings) as admin:
         create_missing_topics(admin, settings, [settings.topics.inbound_for(code)])
         errors = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
             credential.username, SCRAM, credential.password)])
@@ -75,8 +76,6 @@ def _issue_kafka_user(settings: Settings, code: str, name: str, store: IngestSto
             raise CredentialError(f"the broker refused the user {credential.username}: {errors[credential.username]}")
         _wait_for_user(admin, credential.username)
         apply_bindings(admin, ministry_bindings(load_matrix(matrix_path(settings)), settings, code))
-    finally:
-        admin.close()
     for replaced in _active_kafka_credentials(store, code):
         store.revoke(replaced.id)  # its password no longer works: the list must say so
     saved = store.add_credential(IngestCredential(ministry=code, name=name, kind="kafka"))
@@ -96,17 +95,14 @@ def revoke_credential(settings: Settings, credential_id: int, store: IngestStore
 
 
 def _remove_kafka_user(settings: Settings, code: str) -> None:
-    admin = _admin(settings)
-    try:
+    username = ministry_principal(code)
+    with _admin_session(settings) as admin:
         remove_bindings(admin, ministry_bindings(load_matrix(matrix_path(settings)), settings, code))
+        errors = admin.alter_user_scram_credentials([UserScramCredentialDeletion(username, SCRAM)])
+        error = errors.get(username)
         # A user already gone is what we want; any other refusal must be seen.
-        errors = admin.alter_user_scram_credentials([UserScramCredentialDeletion(
-            ministry_principal(code), SCRAM)])
-        error = errors.get(ministry_principal(code))
         if error and "not found" not in error.lower() and "does not exist" not in error.lower():
-            raise CredentialError(f"the broker refused to delete {ministry_principal(code)}: {error}")
-    finally:
-        admin.close()
+            raise CredentialError(f"the broker refused to delete {username}: {error}")
 
 
 def _wait_for_user(admin, username: str, timeout_s: float = 15.0) -> None:
@@ -118,11 +114,19 @@ def _wait_for_user(admin, username: str, timeout_s: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def _admin(settings: Settings):
+@contextmanager
+def _admin_session(settings: Settings):
+    """The admin client; any failure on the way becomes one CredentialError line for the CLI."""
     try:
-        return open_admin(settings, 15.0)
+        admin = open_admin(settings, 15.0)
     except (KafkaError, KafkaCredentialError) as error:
         raise CredentialError(f"cannot reach Kafka at {settings.kafka_bootstrap} as the admin: {error}") from None
+    try:
+        yield admin
+    except (KafkaError, KafkaCredentialError, MatrixError, RuntimeError, TimeoutError) as error:
+        raise CredentialError(f"Kafka at {settings.kafka_bootstrap}: {error}") from None
+    finally:
+        admin.close()
 
 
 def _active_kafka_credentials(store: IngestStore, code: str) -> list[IngestCredential]:
@@ -135,10 +139,11 @@ def issue_token(settings: Settings, ministry: str, name: str = "") -> str:
     return issue_credential(settings, ministry, name=name, kind="http").secret
 
 
-def issue_signing_key(settings: Settings, ministry: str, name: str = "") -> tuple[int, str]:
+def issue_signing_key(settings: Settings, ministry: str, name: str = "",
+                      store: IngestStore | None = None) -> tuple[int, str]:
     """Legacy: an HMAC key for the shared inbound topic; deleted with that topic (see deploy/kafka/README.md)."""
     code = _check(ministry, "kafka")
     secret = f"rfs_{code.lower()}_{secrets.token_urlsafe(32)}"
-    store = IngestStore(settings.db_url("ingest"))
+    store = store or IngestStore(settings.db_url("ingest"))
     saved = store.add_credential(IngestCredential(ministry=code, name=name, kind="kafka", signing_key=secret))
     return saved.id, secret

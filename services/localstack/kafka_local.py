@@ -224,15 +224,18 @@ class LocalKafka:
             ]
         return lines
 
-    def _ensure_credentials(self) -> list[KafkaCredential]:
-        """The broker's, admin's and services' credentials: read, or generated once (0600)."""
-        found = []
-        for principal in (BROKER, ADMIN, *SERVICES):
-            path = credential_path(self.credentials_dir, principal)
-            if not path.exists():
-                write_credential(self.credentials_dir, generate_credential(principal))
-            found.append(read_credential(path))
-        return found
+    def _ensure_credentials(self, formatted: bool) -> list[KafkaCredential]:
+        """The broker's, admin's and services' credentials: read, or generated (0600) for a new storage."""
+        paths = {principal: credential_path(self.credentials_dir, principal) for principal in (BROKER, ADMIN, *SERVICES)}
+        missing = [principal for principal, path in paths.items() if not path.exists()]
+        if formatted and missing:
+            # New passwords would not match the users already in the metadata log.
+            raise RuntimeError(f"the broker's storage {self.data_dir / 'logs'} exists but the credentials of "
+                               f"{', '.join(missing)} are not in {self.credentials_dir}: restore them, or delete "
+                               f"{self.data_dir} to start afresh (its topics are lost)")
+        for principal in missing:
+            write_credential(self.credentials_dir, generate_credential(principal))
+        return [read_credential(path) for path in paths.values()]
 
     def _format_storage(self, config: Path, credentials: list[KafkaCredential]) -> None:
         """Format a new log directory; SCRAM users go in before the first start."""
@@ -258,9 +261,10 @@ class LocalKafka:
             raise RuntimeError(f"port {self.port} is already in use by another process; pick another with --port")
         fetch()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        credentials = self._ensure_credentials() if self.secured else []
+        formatted = (self.data_dir / "logs" / "meta.properties").exists()
+        credentials = self._ensure_credentials(formatted) if self.secured else []
         config = self._write_config()
-        if not (self.data_dir / "logs" / "meta.properties").exists():
+        if not formatted:
             self._format_storage(config, credentials)
         process = spawn(java_command("kafka.Kafka", str(config)), self.log_path)
         self.pid_file.write(process.pid)

@@ -252,3 +252,14 @@ def test_the_readme_kcat_example_works_as_written(secure_kafka_broker, tmp_path)
         assert ran.returncode == 0, ran.stderr
     published = [json.loads(value) for value in read_all(settings, "ingest", "reformspor.inbound.BFD")]
     assert "bfd-2026-0001" in [event["id"] for event in published]
+
+
+def test_tokens_without_a_reachable_broker_is_one_clear_line(tmp_path):
+    from services.localstack.processes import free_port
+    from services.shared.config import Settings
+
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", home=tmp_path / "home")
+    created = reformspor(settings, "tokens", "create", "--ministry", "BFD", "--kind", "kafka")
+    assert created.returncode == 2 and created.stdout == ""
+    assert created.stderr.startswith("error: cannot reach Kafka") and "Traceback" not in created.stderr
+    assert len(created.stderr.strip().splitlines()) == 1
