@@ -125,7 +125,28 @@ def ministry_bindings(rules: list[AclRule], settings: Settings, code: str) -> li
             for binding in _expand(rule, settings, ministry_principal(code), ministry=code)]
 
 
+def stale_bindings(present: set[AclBinding], wanted: list[AclBinding], prefix: str) -> list[AclBinding]:
+    """Grants the broker holds for these principals under this prefix that the table no longer has.
+
+    Only names under the prefix count (several stacks may share a broker);
+    the cluster-wide grants are left alone.
+    """
+    principals = {binding.principal for binding in wanted}
+    scoped = (prefix, f"changelog__{prefix}")
+    return sorted((binding for binding in present - set(wanted)
+                   if binding.principal in principals and binding.resource_name.startswith(scoped)),
+                  key=lambda binding: (binding.principal, binding.resource_name, binding.operation.value))
+
+
 # --- the shell: kafka-python's admin client ---------------------------------------------------
+
+
+def sync_bindings(admin, wanted: list[AclBinding], prefix: str) -> list[AclBinding]:
+    """Make the broker hold exactly the table's grants for these principals and prefix; returns those removed."""
+    apply_bindings(admin, wanted)
+    stale = stale_bindings(_present(admin, {binding.principal for binding in wanted}), wanted, prefix)
+    remove_bindings(admin, stale)
+    return stale
 
 
 def _kafka_acl(binding: AclBinding, filter_only: bool = False):

@@ -6,7 +6,7 @@ import logging
 from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 
-from services.shared.acls import apply_bindings, load_matrix, matrix_path, service_bindings
+from services.shared.acls import load_matrix, matrix_path, service_bindings, sync_bindings
 from services.shared.config import Settings
 from services.shared.kafka_security import ADMIN, SASL_PROTOCOLS, kafka_python_options
 from services.shared.ministries import default_registry
@@ -33,7 +33,7 @@ def wanted_topics(settings: Settings) -> list[str]:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create every topic the system uses and, on a secured broker, the services' ACLs (idempotent).
+    """Create every topic the system uses and, on a secured broker, sync the services' ACLs (idempotent).
 
     Returns the topics created. Topics are created up front with the
     configured partition count: a stream's state changelog must have as many
@@ -43,7 +43,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     try:
         created = create_missing_topics(admin, settings, wanted_topics(settings), timeout_s)
         if settings.kafka_security_protocol.upper() in SASL_PROTOCOLS:
-            apply_bindings(admin, service_bindings(load_matrix(matrix_path(settings)), settings))
+            wanted = service_bindings(load_matrix(matrix_path(settings)), settings)
+            sync_bindings(admin, wanted, settings.topic_prefix)
         return created
     finally:
         admin.close()

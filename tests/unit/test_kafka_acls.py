@@ -27,6 +27,12 @@ class RecordingAdmin:
     def describe_acls(self, _filter):
         return self.created, None
 
+    def delete_acls(self, filters):
+        gone = {_as_binding(kafka_filter) for kafka_filter in filters}
+        removed = [acl for acl in self.created if _as_binding(acl) in gone]
+        self.created = [acl for acl in self.created if _as_binding(acl) not in gone]
+        return [(kafka_filter, removed, None) for kafka_filter in filters]
+
 
 def _as_binding(acl) -> AclBinding:
     pattern = acl.resource_pattern
@@ -94,3 +100,18 @@ def test_an_unknown_topic_name_in_the_matrix_is_named():
                          "ingest,TOPIC,LITERAL,{topics.no_such_topic},WRITE,x\n")
     with pytest.raises(MatrixError, match="no_such_topic"):
         service_bindings(rules, Settings())
+
+
+def test_a_row_deleted_from_the_table_is_revoked_on_the_broker_but_other_prefixes_stay(tmp_path):
+    settings = Settings(topic_prefix="reformspor.", home=tmp_path)
+    rules = load_matrix(MATRIX)
+    admin = RecordingAdmin()
+    other_stack = service_bindings(rules, Settings(topic_prefix="andre."))
+    acls.apply_bindings(admin, other_stack)
+    acls.sync_bindings(admin, service_bindings(rules, settings), settings.topic_prefix)
+
+    fewer = [rule for rule in rules if rule.resource_template != "{topics.totals}" or rule.role != "budsjett"]
+    removed = acls.sync_bindings(admin, service_bindings(fewer, settings), settings.topic_prefix)
+    assert {(b.principal, b.resource_name) for b in removed} == {("User:budsjett", "reformspor.budsjett.totals")}
+    held = {_as_binding(acl) for acl in admin.created}
+    assert held == set(service_bindings(fewer, settings)) | set(other_stack)
