@@ -7,6 +7,7 @@ confluent-kafka wheel bundles (the same one Quix Streams uses).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -37,8 +38,15 @@ def kcat_env() -> dict[str, str]:
     bundled = sorted((Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob("librdkafka*.so*"))
     if not bundled:
         raise RuntimeError(f"kcat's librdkafka is older than {MIN_LIBRDKAFKA} and confluent-kafka bundles none")
-    shim = Path(tempfile.mkdtemp(prefix="reformspor-librdkafka-"))
-    (shim / "librdkafka.so.1").symlink_to(bundled[0])
+    # One fixed directory per user and library: sessions share it, nothing accumulates in /tmp.
+    digest = hashlib.sha256(str(bundled[0]).encode()).hexdigest()[:12]
+    shim = Path(tempfile.gettempdir()) / f"reformspor-librdkafka-{os.getuid()}-{digest}"
+    shim.mkdir(mode=0o700, exist_ok=True)
+    link = shim / "librdkafka.so.1"
+    try:
+        link.symlink_to(bundled[0])
+    except FileExistsError:  # another session made it: the same library
+        pass
     env["LD_LIBRARY_PATH"] = f"{shim}:{env.get('LD_LIBRARY_PATH', '')}"
     if _librdkafka_version(env) < MIN_LIBRDKAFKA:
         raise RuntimeError("could not point kcat at a librdkafka >= 2.6.1")
