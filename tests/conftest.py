@@ -5,7 +5,9 @@ finalizer, so a failing test leaves nothing running.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,12 +23,18 @@ from services.shared.topics import ensure_topics
 _instance_counter = itertools.count()
 
 
-def _started_broker(prefix: str, **security):
+@contextlib.contextmanager
+def _running_broker(prefix: str, **security):
+    """A broker in a fresh temporary directory; stopped by pid and its directory removed afterwards."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     broker = LocalKafka(data_dir / "kafka", port=free_port(), controller_port=free_port(),
                         secrets_dir=data_dir / "secrets", **security)
-    broker.start()
-    return broker
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +45,8 @@ def kafka_broker():
     drop `secured=False` once they take their settings from
     services.shared.kafka_security.client_config (the `settings` fixture follows).
     """
-    broker = _started_broker("reformspor-kafka-", secured=False)
-    try:
+    with _running_broker("reformspor-kafka-", secured=False) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def _test_settings(broker: LocalKafka, home: Path) -> Settings:
@@ -64,11 +69,8 @@ def settings(kafka_broker, tmp_path) -> Settings:
 @pytest.fixture(scope="session")
 def secure_kafka_broker():
     """A secured broker (SASL/SCRAM, StandardAuthorizer, no ACL means no access) for the session."""
-    broker = _started_broker("reformspor-kafka-sasl-")
-    try:
+    with _running_broker("reformspor-kafka-sasl-") as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

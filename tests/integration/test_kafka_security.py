@@ -225,8 +225,8 @@ def secure_tls_broker(tmp_path):
 
     broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(), tls=True,
                         secrets_dir=tmp_path / "secrets")
-    broker.start()
     try:
+        broker.start()
         settings = broker.client_settings(Settings(home=tmp_path / "home", topic_prefix=f"t{uuid.uuid4().hex[:8]}."))
         ensure_topics(settings)
         yield settings, broker
