@@ -217,21 +217,18 @@ def test_tls_broker_verified_by_its_own_ca(secure_tls_broker, tmp_path):
 
 @pytest.fixture
 def secure_tls_broker(tmp_path):
-    """A broker of its own with SASL_SSL (CA and certificate from keytool); stopped by pid."""
-    from services.localstack.kafka_local import LocalKafka
+    """The local stack's broker with SASL_SSL, as `reformspor up --tls` starts it; stopped by pid."""
     from services.localstack.processes import free_port
+    from services.localstack.stack import LocalStack
     from services.shared.config import Settings
-    from services.shared.topics import ensure_topics
 
-    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(), tls=True,
-                        secrets_dir=tmp_path / "secrets")
+    local = LocalStack(Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_security_protocol="SASL_SSL",
+                                home=tmp_path / "home", topic_prefix=f"t{uuid.uuid4().hex[:8]}."))
     try:
-        broker.start()
-        settings = broker.client_settings(Settings(home=tmp_path / "home", topic_prefix=f"t{uuid.uuid4().hex[:8]}."))
-        ensure_topics(settings)
-        yield settings, broker
+        local.start_kafka()  # the CA and certificate, the broker, the topics and the ACLs
+        yield local.settings, local.kafka
     finally:
-        broker.stop()
+        local.down(progress=lambda _line: None)
 
 
 def test_the_readme_kcat_example_works_as_written(secure_kafka_broker, tmp_path):
