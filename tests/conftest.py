@@ -5,7 +5,9 @@ finalizer, so a failing test leaves nothing running.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,30 +23,62 @@ from services.shared.topics import ensure_topics
 _instance_counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def kafka_broker():
-    """One real single-node KRaft broker for the whole test session."""
-    data_dir = Path(tempfile.mkdtemp(prefix="reformspor-kafka-"))
-    broker = LocalKafka(data_dir, port=free_port(), controller_port=free_port())
-    broker.start()
+@contextlib.contextmanager
+def _running_broker(prefix: str, **security):
+    """A broker in a fresh temporary directory; stopped by pid and its directory removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = LocalKafka(data_dir / "kafka", port=free_port(), controller_port=free_port(),
+                        secrets_dir=data_dir / "secrets", **security)
     try:
+        broker.start()
         yield broker
     finally:
         broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One real single-node KRaft broker for the whole test session.
+
+    Still the open PLAINTEXT broker while the services move to Quix Streams:
+    drop `secured=False` once they take their settings from
+    services.shared.kafka_security.client_config (the `settings` fixture follows).
+    """
+    with _running_broker("reformspor-kafka-", secured=False) as broker:
+        yield broker
+
+
+def _test_settings(broker: LocalKafka, home: Path) -> Settings:
+    """Settings for one test: its own topic prefix (isolation on the shared broker), ports and home."""
+    return broker.client_settings(Settings(
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        home=home,
+        ingest_port=free_port(),
+        budsjett_port=free_port(),
+        milepael_port=free_port(),
+    ))
 
 
 @pytest.fixture
 def settings(kafka_broker, tmp_path) -> Settings:
-    """Settings for one test: its own topic prefix (isolation on the shared broker), ports and home."""
-    return Settings(
-        kafka_bootstrap=kafka_broker.bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-        partitions=4,
-        home=tmp_path / "home",
-        ingest_port=free_port(),
-        budsjett_port=free_port(),
-        milepael_port=free_port(),
-    )
+    return _test_settings(kafka_broker, tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_broker():
+    """A secured broker (SASL/SCRAM, StandardAuthorizer, no ACL means no access) for the session."""
+    with _running_broker("reformspor-kafka-sasl-") as broker:
+        yield broker
+
+
+@pytest.fixture
+def secure_settings(secure_kafka_broker, tmp_path) -> Settings:
+    """Settings on the secured broker, as the admin sees them; topics and the services' ACLs created."""
+    settings = _test_settings(secure_kafka_broker, tmp_path / "home")
+    ensure_topics(settings)
+    return settings
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ BATCH_EVENTS = 200
 def register(subparsers, settings_from_args: Callable) -> None:
     tokens = subparsers.add_parser(
         "tokens", help="per-ministry credentials for ingest: create, list, revoke",
-        description="HTTP bearer tokens (stored hashed) and Kafka signing keys for the raw inbound topic.")
+        description="HTTP bearer tokens (stored hashed) and Kafka users (SCRAM) for the ministry's own inbound topic.")
     actions = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a credential and print it (shown only once)",
                                 description="An HTTP bearer token for POST /v1/events (stored hashed) or, with "
@@ -25,7 +25,7 @@ def register(subparsers, settings_from_args: Callable) -> None:
     create.add_argument("--ministry", required=True, help="ministry short code, e.g. BFD")
     create.add_argument("--name", default="", help="a note: which system uses it")
     create.add_argument("--kind", choices=["http", "kafka"], default="http",
-                        help="http: bearer token for POST /v1/events; kafka: HMAC key for the inbound topic")
+                        help="http: bearer token for POST /v1/events; kafka: the ministry's SCRAM user (kcat -F properties)")
     create.set_defaults(handler=lambda args: _tokens_create(args, settings_from_args(args)))
     listing = actions.add_parser("list", help="list credentials (never the secrets)",
                                  description="Every HTTP token and Kafka signing key of this stack: id, ministry, kind, "
@@ -64,11 +64,10 @@ def _tokens_create(args, settings) -> int:
         print(f"Created HTTP token id {issued.id} for {issued.ministry}. It is shown only once:")
         print(issued.secret)
         print("Use it as: Authorization: Bearer <token>   (or REFORMSPOR_TOKEN for `reformspor publish`)", file=sys.stderr)
-    else:
-        print(f"Created Kafka signing key id {issued.id} for {issued.ministry}. It is shown only once:")
-        print(issued.secret)
-        print(f"Sign each inbound message: headers reformspor-key-id={issued.id} and "
-              "reformspor-signature=<hex HMAC-SHA256(key, value)>", file=sys.stderr)
+    else:  # stdout is exactly the client properties file: `... --kind kafka > bfd.properties; kcat -F bfd.properties`
+        print(f"Created Kafka user for {issued.ministry} (credential id {issued.id}); the password is shown only once. "
+              f"Publish to its own topic {settings.topics.inbound_for(issued.ministry)}.", file=sys.stderr)
+        print(issued.secret, end="")
     return 0
 
 
@@ -84,9 +83,14 @@ def _tokens_list(settings) -> int:
 
 
 def _tokens_revoke(args, settings) -> int:
-    from services.ingest.store import IngestStore
+    from services.ingest.tokens import CredentialError, revoke_credential
 
-    if IngestStore(settings.db_url("ingest")).revoke(args.id):
+    try:
+        revoked = revoke_credential(settings, args.id)
+    except CredentialError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if revoked:
         print(f"Revoked credential {args.id}; it is refused from now on.")
         return 0
     raise UserError(f"no active credential with id {args.id} (see `reformspor tokens list`)", exit_code=1)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from services.shared.config import Settings
+from services.shared.kafka_security import secrets_dir
 from services.localstack.kafka_local import LocalKafka
 from services.localstack.processes import (PidFile, StartupError, http_ok, port_open, spawn, stop_pid,
                                            wait_until)
@@ -30,9 +31,13 @@ def require_kafka(settings: Settings) -> None:
 
 class LocalStack:
     def __init__(self, settings: Settings):
-        self.settings = settings
         host, _, port = settings.kafka_bootstrap.rpartition(":")
-        self.kafka = LocalKafka(settings.home / "kafka", port=int(port), controller_port=int(port) + 1)
+        # The settings' security protocol decides the broker's: SASL_PLAINTEXT (default), SASL_SSL, PLAINTEXT.
+        protocol = settings.kafka_security_protocol.upper()
+        self.kafka = LocalKafka(settings.home / "kafka", port=int(port), controller_port=int(port) + 1,
+                                secured=protocol != "PLAINTEXT", tls=protocol == "SASL_SSL",
+                                secrets_dir=secrets_dir(settings))
+        self.settings = self.kafka.client_settings(settings)  # with SASL_SSL: the CA clients must trust
 
     @property
     def run_dir(self) -> Path:

@@ -64,6 +64,20 @@ class Topics:
     def dead_letter(self) -> str:  # rejected input with the reason in headers
         return f"{self.prefix}deadletter"
 
+    @property
+    def inbound_prefix(self) -> str:  # every ministry's own inbound topic starts with this
+        return f"{self.prefix}inbound."
+
+    def inbound_for(self, ministry: str) -> str:
+        """The ministry's own inbound topic: only its Kafka principal may write it."""
+        return f"{self.inbound_prefix}{ministry.strip().upper()}"
+
+    def ministry_of_inbound(self, topic: str) -> str | None:
+        """The ministry whose inbound topic this is (None for any other topic)."""
+        if not topic.startswith(self.inbound_prefix):
+            return None
+        return topic[len(self.inbound_prefix):] or None
+
     def all(self) -> list[str]:
         return [self.inbound, self.budget, self.reform, self.totals, self.notifications, self.justering,
                 self.milepael_ticks, self.dead_letter]
@@ -91,6 +105,19 @@ class Settings:
     budsjett_db_url: str = ""
     milepael_db_url: str = ""
     log_level: str = "warn"
+    # Kafka security (services/shared/kafka_security.py builds every client's config from these).
+    # PLAINTEXT only for a broker without authentication; SASL_SSL wherever traffic leaves the host.
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_ca_file: str = ""  # PEM CA that signed the broker's certificate (SASL_SSL); empty: system store
+    # Production: this process's own principal, from the environment (or a 0600 file).
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_password_file: str = ""
+    # Local stack: one 0600 file per principal here; empty means <home>/secrets/kafka.
+    kafka_secrets_dir: str = ""
+    # The ACL matrix (a table in deploy/kafka/); empty means the repository's deploy/kafka/acls.csv.
+    kafka_acl_file: str = ""
 
     @property
     def topics(self) -> Topics:

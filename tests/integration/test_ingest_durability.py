@@ -23,11 +23,12 @@ pytestmark = pytest.mark.integration
 
 def test_broker_down_gives_503_and_every_acknowledged_event_lands_exactly_once(tmp_path):
     # Our own broker: the session broker is shared and must not be stopped.
-    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    # secured=False until ingest takes its settings from kafka_security.client_config (then drop it).
+    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(), secured=False)
     broker.start()
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"d{uuid.uuid4().hex[:8]}.", partitions=2,
-                        home=tmp_path / "home", ingest_port=free_port(), budsjett_port=free_port(),
-                        milepael_port=free_port())
+    settings = broker.client_settings(Settings(topic_prefix=f"d{uuid.uuid4().hex[:8]}.", partitions=2,
+                                               home=tmp_path / "home", ingest_port=free_port(),
+                                               budsjett_port=free_port(), milepael_port=free_port()))
     stack = LocalStack(settings)
     try:
         ensure_topics(settings)

@@ -5,7 +5,7 @@ import pytest
 
 from services.ingest.core import token_hash
 from services.ingest.store import IngestRecord, IngestStore
-from services.ingest.tokens import issue_credential
+from services.ingest.tokens import issue_credential, issue_signing_key
 from services.shared.config import Settings
 
 
@@ -16,8 +16,8 @@ def _exercise(store: IngestStore, settings: Settings) -> None:
     assert found is not None and found.ministry == "BFD"
     assert store.credential_by_hash(token_hash(issued.secret + "x")) is None
     assert store.signing_credential(issued.id) is None  # an HTTP token is not a Kafka key
-    key = issue_credential(settings, "KD", kind="kafka", store=store)
-    assert store.signing_credential(key.id).signing_key == key.secret
+    key_id, key = issue_signing_key(settings, "KD", store=store)
+    assert store.signing_credential(key_id).signing_key == key
 
     record = IngestRecord(event_id="e-1", content_hash="a" * 64, ministry="BFD", channel="http", topic="t", partition=0, offset=7)
     store.record([record])
