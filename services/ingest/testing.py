@@ -10,6 +10,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from services.shared.config import Settings
+from services.shared.kafka_security import ADMIN, kafka_python_options
+
 
 @dataclass(frozen=True)
 class Record:
@@ -24,12 +27,14 @@ class Record:
         return json.loads(self.value)
 
 
-def read_topic(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 30.0, settle_s: float = 1.0) -> list[Record]:
+def read_topic(settings: Settings, topic: str, min_count: int = 0, timeout_s: float = 30.0, settle_s: float = 1.0,
+               principal: str = ADMIN) -> list[Record]:
     """Every committed record of a topic from the beginning; waits until at least min_count (or timeout), then settle_s more.
 
-    read_committed: ingest's inbound channel writes in Kafka transactions, and an aborted one must not count.
+    read_committed: the services write in Kafka transactions, and an aborted one must not count.
+    Reads as `principal` (the admin by default: tests and operators look at any topic).
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = KafkaConsumer(**kafka_python_options(settings, principal), enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed",
                              consumer_timeout_ms=200, request_timeout_ms=30000)
     try:

@@ -217,7 +217,7 @@ class TotalsFollower:
                 self.stop.wait(RETRY_AFTER_S)
 
     def follow(self) -> None:
-        consumer = Consumer(broker_address=connection_config(self.settings),
+        consumer = Consumer(broker_address=connection_config(self.settings, "milepael"),
                             consumer_group=consumer_group(self.settings, "milepael-totals-reader"),
                             auto_offset_reset="earliest", auto_commit_enable=False,
                             extra_config={"isolation.level": "read_committed"})

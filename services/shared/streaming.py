@@ -43,6 +43,7 @@ from quixstreams.sinks import BatchingSink
 from services.shared.config import Settings
 from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import dumps_compact
+from services.shared.kafka_security import client_config, consumer_group, kafka_python_options, transactional_id
 
 log = logging.getLogger("reformspor.streaming")
 
@@ -94,12 +95,9 @@ def instance_id(service: str) -> str:
     return os.environ.get("REFORMSPOR_INSTANCE") or service
 
 
-def connection_config(settings: Settings) -> ConnectionConfig:
-    return ConnectionConfig(bootstrap_servers=settings.kafka_bootstrap)
-
-
-def consumer_group(settings: Settings, service: str) -> str:
-    return f"{settings.topic_prefix}{service}"
+def connection_config(settings: Settings, principal: str) -> ConnectionConfig:
+    """How `principal` (a service) reaches the broker: the one place clients get address and credentials."""
+    return ConnectionConfig.from_librdkafka_dict(client_config(settings, principal))
 
 
 def make_application(service: str, settings: Settings, *, state_dir: str | None = None,
@@ -108,7 +106,7 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
     member = instance_id(service)
     group_id = group or consumer_group(settings, service)
     options: dict[str, Any] = dict(
-        broker_address=connection_config(settings),
+        broker_address=connection_config(settings, service),
         consumer_group=group_id,
         processing_guarantee="exactly-once",
         commit_interval=COMMIT_INTERVAL_S,
@@ -125,7 +123,7 @@ def make_application(service: str, settings: Settings, *, state_dir: str | None 
         },
         # Prefixed by the group: unique per stack on a shared broker, and inside the
         # service's TRANSACTIONAL_ID ACL (a prefixed pattern on the group name).
-        producer_extra_config={"transactional.id": f"{group_id}:{member}", "linger.ms": 5,
+        producer_extra_config={"transactional.id": transactional_id(settings, service, member), "linger.ms": 5,
                                "partitioner": PARTITIONER},
         loglevel=settings.log_level.upper() if settings.log_level.lower() != "warn" else "WARNING",
         auto_create_topics=True,
@@ -242,7 +240,7 @@ class GroupMonitor:
         admin = None
         while not self._stop.is_set():
             try:
-                admin = admin or KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                admin = admin or KafkaAdminClient(**kafka_python_options(self.settings, self.service),
                                                   client_id=f"{self.service}-monitor", request_timeout_ms=5000)
                 self.refresh(admin)
                 self.last_error = None

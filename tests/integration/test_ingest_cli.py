@@ -52,7 +52,7 @@ def test_tokens_and_publish_ndjson_and_csv(stack, settings, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted 2, duplicate 0, rejected 0, conflict 0" in result.stdout
 
-    records = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4)
+    records = read_topic(settings, settings.topics.budget, min_count=4)
     assert sorted(r.json()["id"] for r in records) == ["c-1", "c-2", "n-1", "n-2"]
     assert {r.key for r in records} == {b"0-24"}
 

@@ -75,7 +75,7 @@ def test_broker_down_gives_503_and_every_acknowledged_event_lands_exactly_once(t
         producer.close()
         acknowledged.add("inbound-after")
 
-        records = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=len(acknowledged),
+        records = read_topic(settings, settings.topics.budget, min_count=len(acknowledged),
                              timeout_s=90, settle_s=3)
         ids = [r.json()["id"] for r in records]
         assert sorted(ids) == sorted(acknowledged) == ["after-1", "before-1", "during-1", "during-2", "during-3",

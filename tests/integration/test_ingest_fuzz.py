@@ -112,15 +112,15 @@ def test_fuzzed_events_only_4xx_or_dead_letter_and_valid_ones_exactly_once(stack
     assert seen["invalid"] >= 1000, seen["invalid"]
     assert max(seen["statuses"]) < 500
     valid = seen["valid"]
-    out = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=0, timeout_s=5, settle_s=1) + \
-        read_topic(settings.kafka_bootstrap, settings.topics.reform, min_count=0, timeout_s=5, settle_s=1)
+    out = read_topic(settings, settings.topics.budget, min_count=0, timeout_s=5, settle_s=1) + \
+        read_topic(settings, settings.topics.reform, min_count=0, timeout_s=5, settle_s=1)
     landed = [r.json()["id"] for r in out]
     if len(landed) < len(valid):  # the producer may still be flushing the last batch
-        out = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=1, timeout_s=30, settle_s=3) + \
-            read_topic(settings.kafka_bootstrap, settings.topics.reform, min_count=1, timeout_s=30, settle_s=3)
+        out = read_topic(settings, settings.topics.budget, min_count=1, timeout_s=30, settle_s=3) + \
+            read_topic(settings, settings.topics.reform, min_count=1, timeout_s=30, settle_s=3)
         landed = [r.json()["id"] for r in out]
     assert sorted(landed) == sorted(valid), "every valid event exactly once, nothing else"
-    dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter,
+    dead = read_topic(settings, settings.topics.dead_letter,
                       min_count=seen["invalid"] + seen["garbage"], timeout_s=60)
     assert len(dead) == seen["invalid"] + seen["garbage"]
     assert all(r.headers.get(DEAD_LETTER_REASON_HEADER) for r in dead)

@@ -85,17 +85,17 @@ def test_front_door_end_to_end(stack, settings):
     assert send(sample_event("utbetalt", event_id="huge", description="x" * 1_000_000))[0] == 422
 
     # what reached Kafka: each accepted event exactly once, keyed, with the publisher header
-    budget = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4)
+    budget = read_topic(settings, settings.topics.budget, min_count=4)
     ids = sorted(r.json()["id"] for r in budget)
     assert ids == ["b-1", "b-3", "bfd-1", "kd-1"]
     by_id = {r.json()["id"]: r for r in budget}
     assert by_id["bfd-1"].key == b"0-24" and by_id["bfd-1"].headers["reformspor-publisher"] == b"BFD"
     assert by_id["bfd-1"].json()["data"]["amount_nok"] == "1250000.00"
     assert "__faust" not in by_id["bfd-1"].value.decode()
-    reform = read_topic(settings.kafka_bootstrap, settings.topics.reform, min_count=1)
+    reform = read_topic(settings, settings.topics.reform, min_count=1)
     assert [(r.key, r.json()["id"]) for r in reform] == [(b"R-1", "bfd-m1")]
 
-    dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, min_count=10)
+    dead = read_topic(settings, settings.topics.dead_letter, min_count=10)
     reasons = {r.value[:200]: r.headers[DEAD_LETTER_REASON_HEADER].decode() for r in dead}
     float_letter = next(r for r in dead if b'"bfd-bad"' in r.value)
     assert b"1250000.5" in float_letter.value  # the raw float, not a string
@@ -124,7 +124,7 @@ def test_front_door_end_to_end(stack, settings):
     status, _, body = send(sample_event(event_id="bfd-1", line_id="0-24"))
     assert (status, body["status"]) == (200, "duplicate")
     assert send(sample_event(event_id="bfd-1", line_id="0-24", amount_nok="1.00"))[0] == 409
-    assert sorted(r.json()["id"] for r in read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4)) == ids
+    assert sorted(r.json()["id"] for r in read_topic(settings, settings.topics.budget, min_count=4)) == ids
 
     # a revoked token is refused
     store = IngestStore(settings.db_url("ingest"))

@@ -49,8 +49,8 @@ def test_content_type_and_surrogate_escapes(stack, settings):
         assert headers["Content-Type"].startswith("application/problem+json")
         assert "surrogate" in json.dumps(reply), reply
 
-    dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, min_count=len(hostile), timeout_s=60)
+    dead = read_topic(settings, settings.topics.dead_letter, min_count=len(hostile), timeout_s=60)
     assert len(dead) == len(hostile)
     assert all(r.headers[DEAD_LETTER_REASON_HEADER] for r in dead)
-    budget = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=4, timeout_s=30)
+    budget = read_topic(settings, settings.topics.budget, min_count=4, timeout_s=30)
     assert sorted(r.json()["id"] for r in budget) == ["ct-ok-0", "ct-ok-1", "ct-ok-2", "ct-ok-3"]

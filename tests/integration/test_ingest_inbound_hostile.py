@@ -69,9 +69,9 @@ def test_every_inbound_offset_is_forwarded_or_dead_lettered(stack, settings):
             admin.close()
 
     wait_until(committed_everything, 120, "ingest to commit every inbound offset")
-    forwarded = read_topic(settings.kafka_bootstrap, settings.topics.budget, timeout_s=10) + \
-        read_topic(settings.kafka_bootstrap, settings.topics.reform, timeout_s=10)
-    dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, min_count=len(values) - len(forwarded),
+    forwarded = read_topic(settings, settings.topics.budget, timeout_s=10) + \
+        read_topic(settings, settings.topics.reform, timeout_s=10)
+    dead = read_topic(settings, settings.topics.dead_letter, min_count=len(values) - len(forwarded),
                       timeout_s=60)
 
     assert len(forwarded) + len(dead) == len(values), (len(forwarded), len(dead), len(values))

@@ -43,10 +43,10 @@ def test_kcat_signed_event_is_forwarded_and_forgeries_are_dead_lettered(stack, s
     invalid = json.dumps(sample_event(event_id="kcat-bad", amount_nok="1.001")).encode()
     kcat_publish(settings, invalid, "0-24", {"reformspor-key-id": str(bfd_key_id), "reformspor-signature": sign(bfd_key, invalid)})
 
-    forwarded = read_topic(settings.kafka_bootstrap, settings.topics.budget, min_count=1, timeout_s=60, settle_s=2)
+    forwarded = read_topic(settings, settings.topics.budget, min_count=1, timeout_s=60, settle_s=2)
     assert [(r.key, r.json()["id"], r.headers["reformspor-publisher"]) for r in forwarded] == [(b"0-24", "kcat-1", b"BFD")]
 
-    dead = read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, min_count=4, timeout_s=60)
+    dead = read_topic(settings, settings.topics.dead_letter, min_count=4, timeout_s=60)
     reasons = {json.loads(r.value)["id"]: r.headers[DEAD_LETTER_REASON_HEADER].decode() for r in dead}
     assert set(reasons) == {"kcat-unsigned", "kcat-1", "kcat-kd", "kcat-bad"}
     assert reasons["kcat-unsigned"].startswith("unsigned")
