@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def scenario_settings(broker: LocalKafka, home: Path, prefix: str) -> Settings:
     return Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=4, home=home / prefix.rstrip("."),
-                    ingest_port=free_port(), budsjett_port=free_port(), milepael_port=free_port(), log_level="warn")
+                    ingest_port=free_port(), budsjett_port=free_port(), milepael_port=free_port(), log_level="warn",
+                    kafka_security_protocol="PLAINTEXT")
 
 
 def has_module(name: str) -> bool:
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     budsjett_ready = has_module("services.budsjett.app")
     ingest_ready = has_module("services.ingest.app")
-    broker = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port())
+    # An open broker on loopback: the ceilings' clients (aiokafka, Faust, kcat, Kafka's own
+    # ConsumerPerformance) have no SASL settings, and SCRAM costs only at connect time.
+    broker = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port(), secured=False)
     stacks: list[LocalStack] = []
     try:
         progress(f"starting Kafka on {broker.bootstrap} (data under {tmp})")

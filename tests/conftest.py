@@ -39,13 +39,9 @@ def _running_broker(prefix: str, **security):
 
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """One real single-node KRaft broker for the whole test session.
-
-    Still the open PLAINTEXT broker while the services move to Quix Streams:
-    drop `secured=False` once they take their settings from
-    services.shared.kafka_security.client_config (the `settings` fixture follows).
-    """
-    with _running_broker("reformspor-kafka-", secured=False) as broker:
+    """One real single-node KRaft broker for the whole test session, secured as in production:
+    SASL/SCRAM for every client, StandardAuthorizer, no ACL means no access."""
+    with _running_broker("reformspor-kafka-") as broker:
         yield broker
 
 
@@ -67,10 +63,9 @@ def settings(kafka_broker, tmp_path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def secure_kafka_broker():
-    """A secured broker (SASL/SCRAM, StandardAuthorizer, no ACL means no access) for the session."""
-    with _running_broker("reformspor-kafka-sasl-") as broker:
-        yield broker
+def secure_kafka_broker(kafka_broker):
+    """The session's broker: it is secured (one broker for the whole suite)."""
+    return kafka_broker
 
 
 @pytest.fixture

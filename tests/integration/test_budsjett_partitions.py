@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
 from tests.integration.test_budsjett_service import publish
@@ -26,7 +27,7 @@ LINES = [f"linje-{i}" for i in range(12)]
 
 def read_all(settings, topic: str) -> list:
     """Every record of a topic, from the beginning to the current end."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_python_options(settings, ADMIN), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)

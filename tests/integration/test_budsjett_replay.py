@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.budsjett import core
 from services.budsjett.readmodel import ReadModel
 from services.budsjett.replay import replay
@@ -56,7 +57,7 @@ def publish_with_credits(settings, log: list[dict]) -> dict:
     store, outcomes = core.run_log([parse_event(document) for document in log])
     credits = [send.to_wire() for outcome in outcomes if outcome.status == "applied" for send in outcome.sends]
     assert credits, "the log must contain cross-line reallocations"
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all")
     try:
         for document in log + credits:
             producer.send(settings.topics.budget, key=document["data"]["line_id"].encode(),
@@ -68,7 +69,7 @@ def publish_with_credits(settings, log: list[dict]) -> dict:
 
 
 def partitions_used(settings) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_python_options(settings, ADMIN), )
     try:
         ends = consumer.end_offsets([TopicPartition(settings.topics.budget, p) for p in range(settings.partitions)])
         return sum(1 for offset in ends.values() if offset > 0)
@@ -117,7 +118,7 @@ def test_an_event_id_reused_across_partitions_is_judged_as_one_worker_would(sett
     other = event("bevilget", "KD", {"line_id": "0-24", "ministry": "KD", "phase": "utredning",
                                      "amount_nok": "5.00", "kap": 840, "post": 70, "fiscal_year": 2026}, "other", 2)
     documents = [grant, reused, other]
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all")
     try:
         for document in documents:
             producer.send(settings.topics.budget, key=document["data"]["line_id"].encode(),

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
 from services.shared.service import DEAD_LETTER_REASON_HEADER
@@ -25,7 +26,7 @@ def grant(event_id, ministry, phase, nok, line="0-24", minute=0):
 
 
 def publish(settings, events, raw=()):
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all")
     try:
         for event in events:
             producer.send(settings.topics.budget, key=event["data"]["line_id"].encode(),
@@ -92,7 +93,7 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
                      "consumer lag gauge for the budget topic")
     assert all(l.endswith(" 0.0") for l in lag)  # everything published has been processed
 
-    consumer = KafkaConsumer(settings.topics.dead_letter, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.topics.dead_letter, **kafka_python_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=10000)
     try:
         letters = [m for m in consumer]

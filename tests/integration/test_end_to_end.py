@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import pytest
 from kafka import KafkaConsumer
 
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.shared.contract import parse_event
 from services.localstack.demo import DEMO_LINE_ID, budget_scenario, invalid_event
 from services.localstack.processes import wait_until
@@ -97,7 +98,7 @@ def test_publish_validate_kafka_totals_http_and_metrics(stack, settings):
     match = re.search(pattern, metrics)
     assert match and float(match.group(1)) == bfd_utredning
 
-    consumer = KafkaConsumer(settings.topics.dead_letter, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.topics.dead_letter, **kafka_python_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     try:
         dead = [m for m in consumer if bad["id"].encode() in m.value]

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer
 
+from services.shared.kafka_security import ADMIN, client_config, kafka_python_options
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
 
@@ -62,10 +63,10 @@ def test_overdue_milestone_and_overspending_raise_then_replanning_clears(stack, 
     stack.start_service("milepael", extra_env={"REFORMSPOR_MILEPAEL_CLOCK": f"file:{clock_file}",
                                                "REFORMSPOR_MILEPAEL_TICK_S": "1"})
     base = settings.service_url("milepael")
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    reform_producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "transactional.id": "test-ingest"})
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all")
+    reform_producer = Producer({**client_config(settings, ADMIN), "transactional.id": "test-ingest"})
     reform_producer.init_transactions(10)
-    consumer = KafkaConsumer(settings.topics.justering, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.topics.justering, **kafka_python_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=200, isolation_level="read_committed")
     received: list[dict] = []
 

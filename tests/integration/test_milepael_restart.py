@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer
 
+from services.shared.kafka_security import ADMIN, client_config, kafka_python_options
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
 from tests.integration.test_milepael_e2e import _get, _metric, _reform
@@ -25,7 +26,7 @@ RESTART_APPLIES_WITHIN_S = 10.0  # issue 12: a restarted worker applies again wi
 
 
 def publish_totals_in_transaction(settings, line_id: str, totals: dict) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "transactional.id": f"test-budsjett-{line_id}"})
+    producer = Producer({**client_config(settings, ADMIN), "transactional.id": f"test-budsjett-{line_id}"})
     producer.init_transactions(10)
     producer.begin_transaction()
     producer.produce(settings.topics.totals, key=line_id.encode(), value=json.dumps(totals).encode())
@@ -37,8 +38,8 @@ def test_kill_9_recovers_state_without_duplicate_justering(stack, settings, post
            "REFORMSPOR_MILEPAEL_DB_URL": postgres_url}
     stack.start_service("milepael", extra_env=env)
     base = settings.service_url("milepael")
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    consumer = KafkaConsumer(settings.topics.justering, bootstrap_servers=settings.kafka_bootstrap,
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all")
+    consumer = KafkaConsumer(settings.topics.justering, **kafka_python_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=200)
     received: dict[str, dict] = {}
 

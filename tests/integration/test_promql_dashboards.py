@@ -23,7 +23,9 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.shared import grafana
+from services.shared.config import Settings
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
 from services.localstack.stack import SERVICES
@@ -80,8 +82,8 @@ def _expected(events: list[dict], kind: str) -> dict[str, int]:
     return dict(sums)
 
 
-def _publish(bootstrap: str, topic: str, events: list[dict], key_field: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+def _publish(settings: Settings, topic: str, events: list[dict], key_field: str) -> None:
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all", linger_ms=5)
     try:
         for event in events:
             producer.send(topic, key=event["data"][key_field].encode(), value=json.dumps(event).encode())
@@ -132,8 +134,8 @@ def test_every_dashboard_and_rule_query_shows_the_scenario(stack, prometheus, po
     stack.start_service("milepael")
     wait_until(lambda: set(prometheus.target_health().values()) == {"up"}, 30, "Prometheus to scrape all three services")
 
-    _publish(settings.kafka_bootstrap, settings.topics.budget, budget, "line_id")
-    _publish(settings.kafka_bootstrap, settings.topics.reform, reform, "reform_id")
+    _publish(settings, settings.topics.budget, budget, "line_id")
+    _publish(settings, settings.topics.reform, reform, "reform_id")
     results = IngestClient(settings.service_url("ingest"), issue_token(settings, "JD", name="promql-test")).publish(through_ingest)
     assert [r["status"] for r in results] == ["accepted", "rejected"], results
     all_budget = budget + through_ingest[:1]

@@ -22,7 +22,7 @@ from services.ingest import core as ingest
 from services.ingest.samples import sample_event
 from services.milepael import core as milepael
 from services.shared.contract import BUDGET_KINDS, DATA_MODELS, ContractError, Event, decode_event, parse_event
-from services.shared.jsonio import dumps_compact, dumps_raw, loads_strict
+from services.shared.jsonio import dumps_compact, dumps_raw
 
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
