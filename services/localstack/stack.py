@@ -54,7 +54,8 @@ class LocalStack:
         if running:
             return running
         settings = replace(self.settings, **{f"{service}_port": port}) if port else self.settings
-        env = {**settings.to_env(), **(extra_env or {})}
+        # A worker's identity in its group (static membership, transactional id, state dir).
+        env = {**settings.to_env(), **({"REFORMSPOR_INSTANCE": instance} if instance else {}), **(extra_env or {})}
         process = spawn([sys.executable, "-m", "services.cli", service], self.log_path(name), env=env)
         self.pid_file(name).write(process.pid)
         ready_url = f"http://127.0.0.1:{settings.port(service)}/readyz"
