@@ -80,13 +80,15 @@ def readyz(port: int) -> tuple[int, dict]:
 
 
 def member_partitions(settings, client_id: str) -> int:
+    """Budget-topic partitions the member holds (its changelog partitions, for recovery, not counted)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         group = f"{settings.topic_prefix}budsjett"
         described = admin.describe_groups([group]).get(group, {})
         return sum(len(assigned.get("partitions", []))
                    for member in described.get("members", []) if member.get("client_id") == client_id
-                   for assigned in (member.get("member_assignment") or {}).get("assigned_partitions", []))
+                   for assigned in (member.get("member_assignment") or {}).get("assigned_partitions", [])
+                   if assigned.get("topic") == settings.topics.budget)
     finally:
         admin.close()
 

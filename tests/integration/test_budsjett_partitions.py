@@ -48,13 +48,17 @@ def events_applied(settings, port: int) -> int:
 
 
 def test_two_workers_share_four_partitions_and_match_the_oracle(stack, settings):
-    first = ledger(0, 240)
-    publish(settings, first)
     port_a, port_b = settings.budsjett_port, free_port()
     stack.start_service("budsjett", instance="budsjett-a")
     stack.start_service("budsjett", instance="budsjett-b", port=port_b)
-    wait_until(lambda: member_partitions(settings, "budsjett:budsjett-a") == 2
-               and member_partitions(settings, "budsjett:budsjett-b") == 2, 60, "two partitions each")
+    held = lambda: (member_partitions(settings, "budsjett:budsjett-a"),  # noqa: E731
+                    member_partitions(settings, "budsjett:budsjett-b"))
+    try:
+        wait_until(lambda: held() == (2, 2), 60, "two partitions each")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: {held()}") from None
+    first = ledger(0, 240)
+    publish(settings, first)  # once both hold their partitions, so both have lines to apply
     assert_equals_oracle(settings, oracle(first), stack)
     assert events_applied(settings, port_a) > 0 and events_applied(settings, port_b) > 0
 
