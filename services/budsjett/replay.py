@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from services.budsjett import core
 from services.budsjett.catalogue import Catalogue
@@ -152,16 +153,14 @@ def _replay_one_partition(args: tuple) -> PartitionResult:
 
 def _end_offsets(settings: Settings) -> dict[int, int]:
     """Per partition, the last stable offset: the end as a read_committed reader sees it."""
-    from kafka import KafkaConsumer, TopicPartition as KafkaTopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
-                             isolation_level="read_committed")
-    try:
-        topic = settings.topics.budget
-        partitions = [KafkaTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
+    admin = AdminClient(connection_config(settings).as_librdkafka_dict())
+    topic = settings.topics.budget
+    described = admin.list_topics(topic, timeout=30).topics[topic]
+    if described.error is not None:
+        raise RuntimeError(f"cannot read {topic}: {described.error}")
+    wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in sorted(described.partitions)}
+    futures = admin.list_offsets(wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=30)
+    return {tp.partition: future.result().offset for tp, future in futures.items()}
 
 
 def _live_catalogue(settings: Settings) -> Catalogue:
