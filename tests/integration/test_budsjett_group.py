@@ -66,6 +66,13 @@ def test_committed_offsets_reach_the_log_end_once_everything_is_applied(stack, s
                                     if line.startswith("reformspor_consumer_lag_messages{") and lag_series in line])
                    and len(lag) == settings.partitions and all(line.endswith(" 0.0") for line in lag),
                    5, "the lag metric to read 0 on every partition")
+
+        # After a restart with nothing new to apply, every line's gauges are served again (from the read model).
+        stack.stop_service("budsjett")
+        stack.start_service("budsjett")
+        wait_until(lambda: all(f'reformspor_budsjett_bevilget_ore{{line="g-{n}",ministry="BFD",phase="utredning"}}'
+                               in metrics_text(settings) for n in range(8)), 30, "every line's gauges after a restart")
+        assert read_model.event_count() == len(events)
     finally:
         admin.close()
         read_model.close()
