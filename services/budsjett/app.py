@@ -181,7 +181,7 @@ class ReadModelSink(BatchingSink):
 
     def write(self, batch: SinkBatch) -> None:
         """Collect one partition's rows; `flush` writes them all."""
-        rows = self.rows or self.read_model.new_batch()
+        rows = self.read_model.new_batch() if self.rows is None else self.rows
         for item in batch:
             applied: Applied = item.value
             rows.add(applied.outcome, applied.message, batch.partition, item.offset, applied.raw)
