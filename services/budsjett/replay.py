@@ -91,7 +91,7 @@ def _apply_records(records, partition: int, stores: LineStores, batch: Batch, re
 
 def _read_partition(settings: Settings, partition: int, end_offset: int, on_records) -> None:
     """Feed (offset, key, value) of one partition, offset 0 up to end_offset, to on_records in fetch batches."""
-    consumer = Consumer({**connection_config(settings).as_librdkafka_dict(), "group.id": "reformspor-replay",
+    consumer = Consumer({**connection_config(settings, "budsjett").as_librdkafka_dict(), "group.id": "reformspor-replay",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
     tp = TopicPartition(settings.topics.budget, partition, OFFSET_BEGINNING)
@@ -153,7 +153,7 @@ def _replay_one_partition(args: tuple) -> PartitionResult:
 
 def _end_offsets(settings: Settings) -> dict[int, int]:
     """Per partition, the last stable offset: the end as a read_committed reader sees it."""
-    admin = AdminClient(connection_config(settings).as_librdkafka_dict())
+    admin = AdminClient(connection_config(settings, "budsjett").as_librdkafka_dict())
     topic = settings.topics.budget
     described = admin.list_topics(topic, timeout=30).topics[topic]
     if described.error is not None:

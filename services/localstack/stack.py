@@ -29,6 +29,9 @@ def require_kafka(settings: Settings) -> None:
                         "(or set REFORMSPOR_KAFKA_BOOTSTRAP / --kafka)")
 
 
+PORT_RELEASE_S = 10.0
+
+
 class LocalStack:
     def __init__(self, settings: Settings):
         host, _, port = settings.kafka_bootstrap.rpartition(":")
@@ -73,6 +76,12 @@ class LocalStack:
         if running:
             return running
         settings = replace(self.settings, **{f"{service}_port": port}) if port else self.settings
+        if port_open(settings.port(service)):
+            # A worker just stopped (or killed) may still hold its port for a moment.
+            try:
+                wait_until(lambda: not port_open(settings.port(service)), PORT_RELEASE_S, "the port to be free")
+            except TimeoutError:
+                pass
         if port_open(settings.port(service)):
             raise UserError(f"port {settings.port(service)} for {name} is in use by a process this stack did not "
                             f"start; stop it, or set REFORMSPOR_{service.upper()}_PORT")
