@@ -34,6 +34,7 @@ from services.budsjett.catalogue import Catalogue
 from services.budsjett.readmodel import Batch, ReadModel
 from services.shared.config import Settings
 from services.shared.contract import ContractError
+from services.shared.kafka_security import consumer_group
 from services.shared.streaming import connection_config
 
 CHUNK_EVENTS = 20_000  # events per read-model transaction
@@ -91,7 +92,10 @@ def _apply_records(records, partition: int, stores: LineStores, batch: Batch, re
 
 def _read_partition(settings: Settings, partition: int, end_offset: int, on_records) -> None:
     """Feed (offset, key, value) of one partition, offset 0 up to end_offset, to on_records in fetch batches."""
-    consumer = Consumer({**connection_config(settings, "budsjett").as_librdkafka_dict(), "group.id": "reformspor-replay",
+    # The group id is never joined or committed, but librdkafka looks its coordinator up: it must
+    # lie inside budsjett's GROUP ACL (a prefixed pattern on its consumer group).
+    group_id = f"{consumer_group(settings, 'budsjett')}-replay"
+    consumer = Consumer({**connection_config(settings, "budsjett").as_librdkafka_dict(), "group.id": group_id,
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
     tp = TopicPartition(settings.topics.budget, partition, OFFSET_BEGINNING)
