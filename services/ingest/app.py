@@ -46,7 +46,6 @@ Why not a shared topic with signed messages: see deploy/kafka/README.md.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import threading
@@ -614,12 +613,16 @@ def build(settings: Settings) -> IngestService:
     def stream() -> Application:
         """The inbound topic's Quix application; built again after a Kafka client error (run_service)."""
         inbound.pending.clear()  # what the failed run had in flight was not committed: it is read again
-        app = make_application("ingest", settings)
+        # The step keeps no Quix state (idempotency lives in ingest's store), so no changelog topics:
+        # one per inbound topic would be a topic per ministry that never holds anything.
+        app = make_application("ingest", settings, use_changelog_topics=False)
         topics = settings.topics
         outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
-        frames = [app.dataframe(input_topic(app, name)) for name in inbound_topics(settings)]
-        sdf = functools.reduce(lambda merged, frame: merged.concat(frame), frames)
-        route_outputs(sdf, inbound.step, dead_letters, outputs, InboundRecordSink(store, inbound, metrics))
+        sink = InboundRecordSink(store, inbound, metrics)
+        # One dataframe per ministry's topic, not one concat of all: Quix names a merged stream's
+        # state store after every topic in it, which is longer than a topic or file name may be.
+        for name in inbound_topics(settings):
+            route_outputs(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink)
         return app
 
     monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)
