@@ -58,6 +58,8 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from quixstreams import Application, State, message_context
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.models import Topic
 from quixstreams.sinks import BatchingSink, SinkBatch
 from sqlalchemy.exc import OperationalError
 
@@ -70,8 +72,8 @@ from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
-                                       connection_config, input_topic, make_application, output_topic,
-                                       route_outputs, run_service)
+                                       Step, connection_config, guarded, input_topic, make_application, output_topic,
+                                       run_service)
 
 log = logging.getLogger("reformspor.ingest")
 
@@ -586,6 +588,23 @@ class InboundRecordSink(BatchingSink):
 
 # --- wiring -----------------------------------------------------------------------------------------
 
+def route_stateless(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters, topics: dict[str, Topic],
+                    sink: BatchingSink) -> None:
+    """streaming.route_outputs without Quix state: the inbound step keeps none (idempotency is in ingest's store).
+
+    A stateful step would give each ministry's topic its own state store (and changelog topic), and
+    make every rebalance ask the broker for the committed offset and watermarks of every inbound
+    partition, one by one: a ministry count of round trips that a broker restart turns into timeouts.
+    """
+    run = guarded(step, dead_letters)  # state None: the step keeps none
+    outputs = sdf.apply(lambda value, key, timestamp_ms, headers: run(value, key, timestamp_ms, headers, None),
+                        expand=True, metadata=True)
+    records = outputs.filter(lambda item: isinstance(item, Record))
+    records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
+    records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
+    outputs.filter(lambda item: not isinstance(item, Record)).sink(sink)
+
+
 def inbound_topics(settings: Settings) -> list[str]:
     """Every registered ministry's own inbound topic (the ones ensure_topics creates)."""
     return [settings.topics.inbound_for(code) for code in default_registry().codes()]
@@ -613,16 +632,12 @@ def build(settings: Settings) -> IngestService:
     def stream() -> Application:
         """The inbound topic's Quix application; built again after a Kafka client error (run_service)."""
         inbound.pending.clear()  # what the failed run had in flight was not committed: it is read again
-        # The step keeps no Quix state (idempotency lives in ingest's store), so no changelog topics:
-        # one per inbound topic would be a topic per ministry that never holds anything.
-        app = make_application("ingest", settings, use_changelog_topics=False)
+        app = make_application("ingest", settings)
         topics = settings.topics
         outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
         sink = InboundRecordSink(store, inbound, metrics)
-        # One dataframe per ministry's topic, not one concat of all: Quix names a merged stream's
-        # state store after every topic in it, which is longer than a topic or file name may be.
         for name in inbound_topics(settings):
-            route_outputs(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink)
+            route_stateless(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink)
         return app
 
     monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)
