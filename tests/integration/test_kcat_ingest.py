@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from services.ingest.samples import sample_event
 from services.ingest.testing import read_topic
+from services.localstack.processes import free_port
+from services.localstack.stack import LocalStack
+from services.shared.config import Settings
 from services.shared.streaming import DEAD_LETTER_REASON_HEADER
-from tests.support.kcat import kcat
+from services.shared.topics import ensure_topics
+from tests.support.kcat import kcat, kcat_env
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat (Debian package) not installed")]
@@ -66,3 +72,25 @@ def test_kcat_with_a_ministrys_credentials_publishes_its_own_events_only(stack, 
     assert 'reformspor_ingest_events_total{channel="kafka",outcome="duplicate"} 1.0' in text
     assert 'reformspor_ingest_events_total{channel="kafka",outcome="forbidden"} 1.0' in text
     assert 'reformspor_ingest_events_total{channel="kafka",outcome="rejected"} 1.0' in text
+
+
+def test_the_readme_kafka_example_reaches_the_budget_topic_as_written(secure_kafka_broker, tmp_path):
+    """README.md's "Publishing over Kafka" block, run verbatim against a running ingest, forwards BFD's event."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Publishing over Kafka", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, re.S)
+    settings = secure_kafka_broker.client_settings(Settings(  # the README's own topic prefix
+        home=tmp_path / "home", partitions=2, ingest_port=free_port(), budsjett_port=free_port(),
+        milepael_port=free_port()))
+    ensure_topics(settings)
+    stack = LocalStack(settings)
+    try:
+        stack.start_service("ingest")
+        env = {**kcat_env(), **settings.to_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        forwarded = read_topic(settings, "reformspor.budsjett.events", min_count=1, timeout_s=60)
+        assert ("bfd-2026-0001", b"BFD") in [(r.json()["id"], r.headers["reformspor-publisher"]) for r in forwarded]
+    finally:
+        stack.stop_service("ingest", hard=False)
