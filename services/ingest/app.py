@@ -495,7 +495,7 @@ class InboundChannel:
     def in_flight_hash(self, event_id: str) -> str | None:
         return self.pending.get(event_id) or self.http_in_flight(event_id)
 
-    def step(self, value: bytes | None, key: bytes | None, state: State) -> list[Any]:
+    def step(self, value: bytes | None, key: bytes | None, state: State | None) -> list[Any]:
         """Records to forward (plus a sink row), [] for a duplicate; raises Rejection to dead-letter."""
         try:
             return self.check(value or b"", message_context().topic)
