@@ -55,7 +55,10 @@ def _run_service(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from services.localstack.stack import LocalStack
 
-    stack = LocalStack(settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.tls:
+        settings = replace(settings, kafka_security_protocol="SASL_SSL")
+    stack = LocalStack(settings)
     stack.up(tuple(args.services))
     print("\nReformspor is running:")
     for service in args.services:
@@ -122,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Kafka and the services in the background",
                         description="Fetch Kafka if needed, start a local KRaft broker, create topics, start services.")
     up.add_argument("--services", nargs="+", default=["ingest", "budsjett", "milepael"], choices=list(SERVICE_HELP))
+    up.add_argument("--tls", action="store_true",
+                    help="run the broker with SASL_SSL (a CA and broker certificate made by the JDK's keytool under "
+                         "the stack's home; every client verifies it) instead of SASL_PLAINTEXT on loopback")
     up.set_defaults(handler=_up)
 
     down = sub.add_parser("down", help="stop everything `up` or `demo` started (by pid)",

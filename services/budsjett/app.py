@@ -1,24 +1,29 @@
-"""The budsjett worker: a thin Faust shell around the pure ledger core.
+"""The budsjett worker: a thin Quix Streams shell around the pure ledger core.
 
-One agent (concurrency=1) reads the budget topic, re-validates every message,
-and hands it to `core.process` with the Faust table as the store. The shell
-then publishes flags and cross-line credits per event, and per batch of events
-the totals and metrics once per touched line and the read-model rows, written
-(off the event loop) before the batch's offsets can be committed.
+Per budget message (key line_id) the step parses it, applies it with `core.process`
+on the line's state (Quix's RocksDB store, scoped to the message key, i.e. the line)
+and says what to produce: cross-line credits back to the budget topic keyed by the
+target line, flags to the notifications topic and the line's totals snapshot to the
+totals topic, all inside the checkpoint's Kafka transaction. The read-model rows go
+to a sink that Quix flushes at each checkpoint, before that transaction commits.
+HTTP reads come from the read model.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections import Counter as Counter_
+import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-import faust
-from faust.streams import _current_event
-from faust.web import Request, Response, View
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from quixstreams import State, message_context
+from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+from quixstreams.state.rocksdb import RocksDBOptions
+from sqlalchemy.exc import OperationalError
 
 from services.budsjett import core
 from services.budsjett.catalogue import Catalogue
@@ -28,34 +33,53 @@ from services.shared.contract import BUDGET_KINDS, ContractError
 from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import dumps_compact
 from services.shared.money import format_ore
-from services.shared.service import (
-    add_standard_routes,
-    confirm_deliveries,
-    confirmed_table,
-    finish_before_ack,
+from services.shared.streaming import (
+    DeadLetters,
+    GroupMonitor,
+    Record,
+    Rejection,
+    ServiceHttp,
+    input_topic,
     json_response,
-    make_app,
-    raw_topic,
-    run_worker,
-    send_dead_letter,
-    take_batches,
-    track_consumer_lag,
+    make_application,
+    output_topic,
+    problem,
+    route_outputs,
+    run_service,
 )
 
 log = logging.getLogger(__name__)
 SERVICE = "budsjett"
-# Events per batch: bigger batches mean fewer produce requests and read-model transactions.
-BATCH_MAX = 1000
-BATCH_WITHIN_S = 0.1
-# Small linger so the per-event changelog writes go out in few produce requests.
-PRODUCER_LINGER_S = 0.005
-PRODUCER_BATCH_BYTES = 256 * 1024
-CATALOGUE_REFRESH_S = 10.0
+# The catalogue and the gauges of lines this worker has not applied anything to yet
+# (after a restart or a rebalance) are loaded from the read model this often.
+REFRESH_S = 10.0
+# A read model that cannot be written (database down or locked): Quix pauses the input and redoes
+# the checkpoint after this long.
+READ_MODEL_RETRY_S = 2.0
+# RocksDB per input partition: Quix's defaults (64 MB x 3 memtables, a 1 GB block cache) let memory
+# grow with the events applied until those fill. Id records are written once and rarely read back.
+STATE_OPTIONS = RocksDBOptions(write_buffer_size=8 * 1024 * 1024, max_write_buffer_number=2,
+                               block_cache_size=16 * 1024 * 1024)
 
 
-class Metrics:
-    def __init__(self, registry: CollectorRegistry, gauges: GaugeFamilies):
-        # Per-line series are many (lines x cells x 7): fast gauges. The rest stay in the registry.
+class LineState:
+    """The core's Store over Quix's State: every key (line:, id:, c:) lives under the message's line."""
+
+    def __init__(self, state: State):
+        self.state = state
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.state.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.state.set(key, value)
+
+
+class LineGauges:
+    """Per line, ministry and phase gauges, set from the stream and, for lines not applied to since
+    the start, from the read model; a lock keeps an older database value from overwriting a newer one."""
+
+    def __init__(self, gauges: GaugeFamilies):
         cell_labels = ("line", "ministry", "phase")
         self.amounts = {
             name: gauges.gauge(f"reformspor_budsjett_{name}",
@@ -69,17 +93,24 @@ class Metrics:
                                       cell_labels)
         self.last_event = gauges.gauge("reformspor_budsjett_last_event_timestamp_seconds",
                                        "Event time of the newest event applied to a line", ("line",))
-        self.events = Counter("reformspor_budsjett_events", "Budget events by type and outcome",
-                              ["type", "outcome"], registry=registry)
-        self.dead_letters = Counter("reformspor_dead_letters", "Messages sent to the dead-letter topic",
-                                    ["service", "reason"], registry=registry)
-        self.read_model_pending = Gauge("reformspor_budsjett_read_model_pending_rows",
-                                        "Rows waiting to be written to the read model", registry=registry)
-        for kind in BUDGET_KINDS + (core.TRANSFER_KIND,):
-            for outcome in ("applied", "duplicate", "conflict", "rejected", "redelivered"):
-                self.events.labels(type=kind, outcome=outcome)
+        self.shown: set[str] = set()
+        self.lock = threading.Lock()
 
-    def update_line(self, line: dict[str, Any], cells: set[tuple[str, str]] | None = None) -> None:
+    def applied(self, line: dict[str, Any], cells: set[tuple[str, str]]) -> None:
+        """After an event: the cells it touched (every cell, the first time this worker shows the line)."""
+        with self.lock:
+            first = line["line_id"] not in self.shown
+            self.shown.add(line["line_id"])
+            self._set(line, None if first else cells)
+
+    def loaded(self, line: dict[str, Any]) -> None:
+        """A line read from the read model: shown only if the stream has not shown it already."""
+        with self.lock:
+            if line["line_id"] not in self.shown:
+                self.shown.add(line["line_id"])
+                self._set(line, None)
+
+    def _set(self, line: dict[str, Any], cells: set[tuple[str, str]] | None) -> None:
         line_id = line["line_id"]
         for key, cell in line["cells"].items():
             ministry, phase = key.split("|")
@@ -95,6 +126,134 @@ class Metrics:
             moment = datetime.fromisoformat(line["last_event_time"].replace("Z", "+00:00"))
             self.last_event.set((line_id,), moment.timestamp())
 
+
+class CatalogueHolder:
+    """The budget catalogue as last loaded from the read model (replaced whole, so readers need no lock)."""
+
+    def __init__(self, read_model: ReadModel):
+        self.read_model = read_model
+        self.current = Catalogue()
+        self.error: str | None = None
+
+    def load(self) -> None:
+        try:
+            self.current = Catalogue(self.read_model.load_catalogue())
+            self.error = None
+        except Exception as error:  # noqa: BLE001 - the ledger goes on without kap/post checks, and says so
+            self.error = str(error)
+
+    def status(self) -> dict[str, Any]:
+        catalogue = self.current
+        return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
+                "checks": "kap/post checked against the catalogue" if catalogue.loaded
+                else "no catalogue loaded: kap/post checks are skipped",
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """An applied event, for the read model (the sink knows its partition and offset)."""
+
+    outcome: core.Outcome
+    message: core.Message
+    raw: bytes
+
+
+class ReadModelSink(BatchingSink):
+    """Writes a checkpoint's read-model rows, every partition's, in one database transaction.
+
+    Quix calls `flush` before the checkpoint's Kafka transaction commits, so rows are never
+    behind the committed state; the writes are idempotent (unique event id, snapshots
+    upserted), so a checkpoint redone after a crash leaves the tables as they were.
+    """
+
+    def __init__(self, read_model: ReadModel, pending_gauge: Gauge):
+        super().__init__()
+        self.read_model = read_model
+        self.pending_gauge = pending_gauge
+        self.pending_rows = 0
+        self.rows: Batch | None = None
+
+    def add(self, value: Any, key: Any, timestamp: int, headers: Any, topic: str, partition: int,
+            offset: int) -> None:
+        super().add(value, key, timestamp, headers, topic, partition, offset)
+        self.pending_rows += 1
+
+    def write(self, batch: SinkBatch) -> None:
+        """Collect one partition's rows; `flush` writes them all."""
+        rows = self.read_model.new_batch() if self.rows is None else self.rows
+        for item in batch:
+            applied: Applied = item.value
+            rows.add(applied.outcome, applied.message, batch.partition, item.offset, applied.raw)
+        self.rows = rows
+
+    def flush(self) -> None:
+        self.pending_gauge.set(self.pending_rows)
+        try:
+            super().flush()
+            if self.rows is not None:
+                self.read_model.write(self.rows)
+        except OperationalError as error:
+            log.warning("read model write failed (%s); the checkpoint is redone in %.0f s",
+                        str(error).splitlines()[0], READ_MODEL_RETRY_S)
+            raise SinkBackpressureError(retry_after=READ_MODEL_RETRY_S) from None
+        finally:
+            self.rows = None
+            self.pending_rows = 0
+            self.pending_gauge.set(0)
+
+
+class Ledger:
+    """The step Quix calls for each budget message, and the metrics it keeps."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry, gauges: GaugeFamilies,
+                 catalogue: CatalogueHolder):
+        self.topics = settings.topics
+        self.catalogue = catalogue
+        self.lines = LineGauges(gauges)
+        self.events = Counter("reformspor_budsjett_events", "Budget events by type and outcome",
+                              ["type", "outcome"], registry=registry)
+        for kind in BUDGET_KINDS + (core.TRANSFER_KIND,):
+            for outcome in ("applied", "duplicate", "conflict", "rejected", "redelivered"):
+                self.events.labels(type=kind, outcome=outcome)
+
+    def step(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
+        message = self.parse(value, key)
+        outcome = core.process(LineState(state), message_context().offset, message, self.catalogue.current,
+                               now=datetime.now(timezone.utc))
+        self.events.labels(type=message.kind, outcome=outcome.status).inc()
+        if outcome.status in ("conflict", "rejected"):
+            raise Rejection(outcome.reasons, outcome.status)
+        if outcome.status == "duplicate":
+            return []
+        return self.outputs(message, outcome, value)
+
+    def parse(self, value: bytes, key: bytes | None) -> core.Message:
+        try:
+            message = core.parse_message(value)
+        except ContractError as error:
+            self.events.labels(type="unknown", outcome="rejected").inc()
+            raise Rejection([str(p) for p in error.problems], "invalid") from None
+        if key is None or key.decode("utf-8", "replace") != message.key:
+            # The line's state lives under its key, on its key's partition: a wrong key would split it.
+            self.events.labels(type=message.kind, outcome="rejected").inc()
+            raise Rejection([f"Kafka key {(key or b'')[:80]!r} is not the event's line_id {message.key!r}"],
+                            "key_mismatch")
+        return message
+
+    def outputs(self, message: core.Message, outcome: core.Outcome, raw: bytes) -> list[Any]:
+        line_key = message.key.encode()
+        outputs: list[Any] = [Record(self.topics.budget, transfer.line_id.encode(), dumps_compact(transfer.to_wire()))
+                              for transfer in outcome.sends]
+        outputs += [Record(self.topics.notifications, line_key, dumps_compact(flag)) for flag in outcome.flags]
+        outputs.append(Record(self.topics.totals, line_key, dumps_compact(core.line_totals(outcome.line))))
+        self.lines.applied(outcome.line, outcome.touched)
+        if outcome.effect:
+            outputs.append(Applied(outcome, message, raw))
+        return outputs
+
+
+# --- HTTP: reads from the read model ------------------------------------------------------
 
 def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
     """Add a *_nok decimal string beside every *_ore integer."""
@@ -133,214 +292,131 @@ def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = Non
     return document
 
 
-def problem(view: View, status: int, title: str, detail: str) -> Response:
-    return json_response(view, {"type": "about:blank", "title": title, "status": status, "detail": detail},
-                         status=status, content_type="application/problem+json")
+def unknown_line(line_id: str) -> web.Response:
+    return problem(404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
 
 
-def set_current_event(ref: Any) -> None:
-    """Set the stream's current-event context (as faust.streams does per event) for table writes."""
-    _current_event.set(ref)
+def parse_as_of(text: str) -> datetime:
+    as_of = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if as_of.tzinfo is None:
+        raise ValueError("no time zone")
+    return as_of
 
 
-def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
-    # JSON keys and values for the table's changelog (topics here are raw bytes, set per topic).
-    app = make_app(SERVICE, settings, web_port, key_serializer="json", value_serializer="json",
-                   producer_linger=PRODUCER_LINGER_S, producer_max_batch_size=PRODUCER_BATCH_BYTES)
-    registry = CollectorRegistry()
-    gauges = GaugeFamilies()
-    metrics = Metrics(registry, gauges)
-    track_consumer_lag(app, registry, SERVICE)
-    budget_topic = raw_topic(app, settings.topics.budget)
-    totals_topic = raw_topic(app, settings.topics.totals)
-    notifications_topic = raw_topic(app, settings.topics.notifications)
-    ledger = confirmed_table(app, "ledger", settings.partitions)
-    store = core.CompactStore(ledger)
-    read_model = ReadModel(settings.db_url(SERVICE))
-    state: dict[str, Any] = {"catalogue": Catalogue(), "pending": 0, "catalogue_error": None}
-    # The table holds an id:* key per event; HTTP and gauges need only the lines.
-    line_ids: set[str] = set()
+class LedgerRoutes:
+    """GET /v1/lines, /v1/lines/{id} (?as_of=), /v1/lines/{id}/events and /v1/status, from the read model."""
 
-    @ledger.on_recover
-    async def remember_lines() -> None:
-        line_ids.update(key.removeprefix("line:") for key in list(ledger.keys()) if key.startswith("line:"))
-    app.budsjett_read_model = read_model  # for tests and tools
+    def __init__(self, read_model: ReadModel, catalogue: CatalogueHolder, sink: ReadModelSink):
+        self.read_model = read_model
+        self.catalogue = catalogue
+        self.sink = sink
 
-    async def dead_letter(value: bytes, key: bytes | None, reasons: list[str], reason_label: str) -> Any:
-        metrics.dead_letters.labels(service=SERVICE, reason=reason_label).inc()
-        return await send_dead_letter(app, settings, value, key, reasons, origin=SERVICE)
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/v1/lines", self.lines)
+        app.router.add_get("/v1/lines/{line_id}", self.line)
+        app.router.add_get("/v1/lines/{line_id}/events", self.line_events)
+        app.router.add_get("/v1/status", self.status)
 
-    # A batch into a local SQLite file takes ~25 ms per 1000 events on the loop; in an executor
-    # thread it took ~5x longer, the sqlite3 driver handing the GIL back and forth per row while
-    # the loop sends. A server database (network round trips, may stall) stays off the loop.
-    inline_writes = read_model.dialect == "sqlite"
+    async def query(self, function: Callable[..., Any], *args: Any) -> Any:
+        """A database read off the HTTP loop (a server database may take its time)."""
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
-    async def write_rows(batch: Batch) -> None:
-        """Write a batch's rows, retrying until it succeeds: its offsets must not be acked before."""
-        state["pending"] = len(batch)
-        metrics.read_model_pending.set(len(batch))
-        delay_s = 0.1
-        while True:
-            try:
-                if inline_writes:
-                    read_model.write(batch)
-                else:
-                    await asyncio.get_running_loop().run_in_executor(None, read_model.write, batch)
-                break
-            except Exception:  # noqa: BLE001 - the rows stay; the stream waits until they are written
-                log.exception("read model write failed; retrying in %.1f s", delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
-        state["pending"] = 0
-        metrics.read_model_pending.set(0)
+    async def lines(self, request: web.Request) -> web.Response:
+        result = []
+        for line_id, line in sorted((await self.query(self.read_model.lines)).items()):
+            document = line_document(line)
+            result.append({k: document[k] for k in ("line_id", "last_event_time", "events_applied", "totals",
+                                                   "by_ministry", "flags")})
+        return json_response({"lines": result, "catalogue": self.catalogue.status()})
 
-    async def apply_batch(events: list[Any]) -> None:
-        """Apply a batch and wait until everything it wrote is durable: only then may its offsets be acked."""
-        batch = read_model.new_batch()
-        sends: list[Any] = []  # deliveries to confirm, with the table's changelog writes
-        outcomes: Counter_[tuple[str, str]] = Counter_()
-        touched: dict[str, tuple[dict[str, Any], set[tuple[str, str]] | None]] = {}
-        for event in events:
-            # Table writes go to the partition of the *current event*; in a batch that
-            # is not this one unless we say so (a batch can span partitions).
-            set_current_event(weakref.ref(event))
-            message_in = event.message
-            raw, key = event.value, event.key
-            try:
-                message = core.parse_message(raw)
-            except ContractError as error:
-                outcomes["unknown", "rejected"] += 1
-                sends.append(await dead_letter(raw, key, [str(p) for p in error.problems], "invalid"))
-                continue
-            if key is not None and key.decode("utf-8", "replace") != message.key:
-                # The line's state lives on its key's partition; a wrong key would split it.
-                outcomes[message.kind, "rejected"] += 1
-                sends.append(await dead_letter(
-                    raw, key, [f"Kafka key {key[:80]!r} is not the event's line_id {message.key!r}"], "key_mismatch"))
-                continue
-            outcome = core.process(store, message_in.offset, message, state["catalogue"],
-                                   now=datetime.now(timezone.utc))
-            outcomes[message.kind, outcome.status] += 1
-            if outcome.status in ("conflict", "rejected"):
-                sends.append(await dead_letter(raw, key, outcome.reasons, outcome.status))
-                continue
-            if outcome.status == "duplicate":
-                continue
-            for transfer in outcome.sends:
-                sends.append(await budget_topic.send(key=transfer.line_id.encode(),
-                                                     value=dumps_compact(transfer.to_wire())))
-            for flag in outcome.flags:
-                sends.append(await notifications_topic.send(key=message.key.encode(), value=dumps_compact(flag)))
-            if outcome.effect:
-                batch.add(outcome, message, message_in.partition, message_in.offset, raw)
-            line_ids.add(message.key)
-            _, cells = touched.get(message.key, (None, set()))
-            if cells is not None and outcome.touched:
-                cells = cells | outcome.touched
-            else:
-                cells = None  # a redelivery: refresh every cell of the line
-            touched[message.key] = (outcome.line, cells)
-        set_current_event(None)
-        # Totals are a snapshot per line: the batch's last state supersedes the earlier ones.
-        for line_id, (line, cells) in touched.items():
-            sends.append(await totals_topic.send(key=line_id.encode(), value=dumps_compact(core.line_totals(line))))
-            metrics.update_line(line, cells)
-        for (kind, status), count in outcomes.items():
-            metrics.events.labels(type=kind, outcome=status).inc(count)
-        if len(batch):
-            await write_rows(batch)
-        await confirm_deliveries([ledger], sends)
-
-    @app.agent(budget_topic, concurrency=1)
-    async def apply_events(stream):
-        # A batch is acked when we ask for the next one, never on a stop or an error. It is applied
-        # in a task of its own that a stop does not interrupt, and an unexpected error ends the
-        # process before anything is acked.
-        async for events in take_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-            await finish_before_ack(apply_batch(events), log)
-
-    async def load_catalogue() -> None:
+    async def line(self, request: web.Request) -> web.Response:
+        line_id = request.match_info["line_id"]
+        line = (await self.query(self.read_model.lines, line_id)).get(line_id)
+        if line is None:
+            return unknown_line(line_id)
+        as_of_text = request.query.get("as_of")
+        if as_of_text is None:
+            return json_response(line_document(line))
         try:
-            items = await asyncio.get_running_loop().run_in_executor(None, read_model.load_catalogue)
-            state["catalogue"] = Catalogue(items)
-            state["catalogue_error"] = None
-        except Exception as error:  # noqa: BLE001
-            state["catalogue_error"] = str(error)
+            as_of = parse_as_of(as_of_text)
+        except ValueError:
+            return problem(400, "Invalid as_of", "as_of must be an RFC 3339 timestamp with time zone, "
+                                                 f"e.g. 2026-03-01T10:00:00Z; got {as_of_text[:40]!r}")
+        cells = await self.query(self.read_model.cells_as_of, line_id, as_of)
+        return json_response(line_document(line, cells=cells, as_of=core.rfc3339(as_of)))
 
-    @app.task
-    async def load_catalogue_at_start() -> None:
-        await load_catalogue()
+    async def line_events(self, request: web.Request) -> web.Response:
+        line_id = request.match_info["line_id"]
+        try:
+            limit = min(int(request.query.get("limit", "1000")), 10000)
+            skip = max(int(request.query.get("offset", "0")), 0)
+        except ValueError:
+            return problem(400, "Invalid paging", "limit and offset must be whole numbers")
+        if line_id not in await self.query(self.read_model.lines, line_id):
+            return unknown_line(line_id)
+        events = await self.query(self.read_model.events, line_id, limit, skip)
+        return json_response({"line_id": line_id, "events": events})
 
-    @app.timer(interval=CATALOGUE_REFRESH_S)
-    async def refresh() -> None:
-        await load_catalogue()
-        # Gauges after a restart come from the recovered table, not only from new events.
-        for line in lines().values():
-            metrics.update_line(line)
+    async def status(self, request: web.Request) -> web.Response:
+        lines = await self.query(self.read_model.line_count)
+        return json_response({"lines": lines, "catalogue": self.catalogue.status(),
+                              "read_model_pending_rows": self.sink.pending_rows})
 
-    def lines() -> dict[str, dict[str, Any]]:
-        found = {line_id: ledger.get(f"line:{line_id}") for line_id in list(line_ids)}
-        return {line_id: line for line_id, line in found.items() if line is not None}
 
-    def catalogue_status() -> dict[str, Any]:
-        catalogue = state["catalogue"]
-        return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
-                "checks": "kap/post checked against the catalogue" if catalogue.loaded
-                else "no catalogue loaded: kap/post checks are skipped",
-                "error": state["catalogue_error"]}
+# --- wiring -----------------------------------------------------------------------------------
 
-    @app.page("/v1/lines")
-    class Lines(View):
-        async def get(self, request: Request) -> Response:
-            result = []
-            for line_id, line in sorted(lines().items()):
-                document = line_document(line)
-                result.append({k: document[k] for k in ("line_id", "last_event_time", "events_applied", "totals",
-                                                       "by_ministry", "flags")})
-            return json_response(self, {"lines": result, "catalogue": catalogue_status()})
-
-    @app.page("/v1/lines/{line_id}")
-    class LineView(View):
-        async def get(self, request: Request, line_id: str) -> Response:
-            line = ledger.get(f"line:{line_id}")
-            if line is None:
-                return problem(self, 404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
-            as_of_text = request.query.get("as_of")
-            if as_of_text is None:
-                return json_response(self, line_document(line))
+def refresh_forever(catalogue: CatalogueHolder, read_model: ReadModel, gauges: LineGauges,
+                    monitor: GroupMonitor, stop: threading.Event) -> None:
+    """Reload the catalogue every REFRESH_S; and whenever the partitions this worker holds change
+    (its start, a rebalance), show the gauges of their lines that it has not applied anything to yet."""
+    shown_for: frozenset[tuple[str, int]] = frozenset()
+    catalogue_loaded_s = time.monotonic()
+    while not stop.wait(1.0):
+        if time.monotonic() - catalogue_loaded_s >= REFRESH_S:
+            catalogue.load()
+            catalogue_loaded_s = time.monotonic()
+        held = monitor.held
+        if held and held != shown_for:
             try:
-                as_of = datetime.fromisoformat(as_of_text.replace("Z", "+00:00"))
-                if as_of.tzinfo is None:
-                    raise ValueError("no time zone")
-            except ValueError:
-                return problem(self, 400, "Invalid as_of",
-                               f"as_of must be an RFC 3339 timestamp with time zone, e.g. 2026-03-01T10:00:00Z; "
-                               f"got {as_of_text[:40]!r}")
-            cells = await asyncio.get_running_loop().run_in_executor(None, read_model.cells_as_of, line_id, as_of)
-            return json_response(self, line_document(line, cells=cells, as_of=core.rfc3339(as_of)))
+                show_held_lines(read_model, gauges, {partition for _topic, partition in held})
+                shown_for = held
+            except Exception:  # noqa: BLE001 - gauges from the database are a convenience; try again
+                log.warning("could not load line gauges from the read model", exc_info=True)
 
-    @app.page("/v1/lines/{line_id}/events")
-    class LineEvents(View):
-        async def get(self, request: Request, line_id: str) -> Response:
-            if ledger.get(f"line:{line_id}") is None:
-                return problem(self, 404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
-            try:
-                limit = min(int(request.query.get("limit", "1000")), 10000)
-                skip = max(int(request.query.get("offset", "0")), 0)
-            except ValueError:
-                return problem(self, 400, "Invalid paging", "limit and offset must be whole numbers")
-            events = await asyncio.get_running_loop().run_in_executor(None, read_model.events, line_id, limit, skip)
-            return json_response(self, {"line_id": line_id, "events": events})
 
-    @app.page("/v1/status")
-    class Status(View):
-        async def get(self, request: Request) -> Response:
-            return json_response(self, {"lines": len(lines()), "catalogue": catalogue_status(),
-                                        "read_model_pending_rows": state["pending"]})
-
-    add_standard_routes(app, registry, gauges=gauges)
-    return app
+def show_held_lines(read_model: ReadModel, gauges: LineGauges, partitions: set[int]) -> None:
+    wanted = {line_id for line_id, partition in read_model.line_partitions().items()
+              if partition in partitions and line_id not in gauges.shown}
+    if wanted:
+        for line_id, line in read_model.lines().items():
+            if line_id in wanted:
+                gauges.loaded(line)
 
 
 def main(settings: Settings) -> None:
-    run_worker(create_app(settings), settings)
+    logging.basicConfig(level=settings.log_level.upper() if settings.log_level.lower() != "warn" else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = make_application(SERVICE, settings, rocksdb_options=STATE_OPTIONS)
+    registry = CollectorRegistry()
+    gauges = GaugeFamilies()
+    read_model = ReadModel(settings.db_url(SERVICE))
+    catalogue = CatalogueHolder(read_model)
+    catalogue.load()
+    ledger = Ledger(settings, registry, gauges, catalogue)
+    sink = ReadModelSink(read_model, Gauge("reformspor_budsjett_read_model_pending_rows",
+                                           "Rows waiting to be written to the read model", registry=registry))
+    topics = settings.topics
+    outputs = {name: output_topic(app, name)
+               for name in (topics.budget, topics.notifications, topics.totals, topics.dead_letter)}
+    route_outputs(app.dataframe(input_topic(app, topics.budget)), ledger.step,
+                  DeadLetters(SERVICE, topics.dead_letter, registry), outputs, sink)
+    monitor = GroupMonitor(settings, SERVICE, [topics.budget], registry)
+    http = ServiceHttp(SERVICE, settings, registry, monitor, gauges)
+    LedgerRoutes(read_model, catalogue, sink).register(http.app)
+    stop = threading.Event()
+    threading.Thread(target=refresh_forever, args=(catalogue, read_model, ledger.lines, monitor, stop),
+                     name=f"{SERVICE}-refresh", daemon=True).start()
+    try:
+        run_service(app, http, monitor)
+    finally:
+        stop.set()

@@ -258,8 +258,7 @@ def _replay(args: argparse.Namespace, settings_from_args) -> int:
     seconds = time.perf_counter() - started
     print(render_status({"lines": summary["lines"]}))
     print(f"\nRead model rebuilt in {db_url}: {summary['seen']} messages in {seconds:.1f} s "
-          f"({summary['workers']} process{'es' if summary['workers'] > 1 else ''}"
-          f"{', then one, since an event id spans partitions' if summary['single_process_fallback'] else ''})")
+          f"({summary['workers']} process{'es' if summary['workers'] > 1 else ''})")
     return 0
 
 

@@ -1,8 +1,8 @@
 """The ledger's rules: pure functions on plain, JSON-able data. No I/O.
 
-State lives in a key-value store (a dict in tests and replay, the Faust table
-in the worker) under prefixed keys, all written to the partition of the line
-being processed:
+State lives in a key-value store (a dict in tests, one per line in replay, the
+worker's Quix state scoped to the line in the worker) under prefixed keys, all
+belonging to the line being processed:
 
 - ``line:<line_id>``  the line's cells, flags and ``last_offset`` (the input
   offset last applied; a line's events share one partition, so offsets grow)
@@ -12,7 +12,8 @@ being processed:
 `process(store, offset, message, catalogue, now)` is the exactly-once state
 transition. Writes happen in the order id → commitments → corrected original
 → line; the line record is the commit point. Redelivery after a crash between
-any two writes gives the same state (see the offset checks in `process`).
+any two writes gives the same state (see the offset checks in `process`); the
+worker's store commits all of an event's writes with its input offset anyway.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class CompactStore:
     a correction, a redelivery, a payment against a commitment), yet as dicts they cost
     ~0.9 KB per event in memory and ~1.9 KB when rebuilt from the JSON changelog after a
     restart; as text, about a quarter of that. Line records, read on every event, stay dicts.
-    Values stored as dicts before (older changelogs) are read as they are.
+    Values stored as dicts are read as they are. Replay keeps its in-memory stores this way.
     """
 
     def __init__(self, mapping: Any):

@@ -1,6 +1,7 @@
 """The queryable read model and audit trail (SQLModel): SQLite by default, PostgreSQL by URL.
 
-Derived from the Faust table, never the other way round: every accepted event
+Derived from the ledger's state, never the other way round (written by the
+worker's sink at each checkpoint, before its Kafka transaction commits): every accepted event
 (unique event id, so a redelivery inserts nothing), its per-cell deltas (for
 `as_of` queries), the current totals per cell as snapshots (upserts), the flags,
 and the budget catalogue. `reformspor replay` can rebuild all of it.
@@ -122,6 +123,17 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return None if moment is None else core.rfc3339(_utc(moment))
+
+
+def _cell_record(row: Any) -> dict[str, Any]:
+    """A budsjett_cell row as the core's cell record."""
+    return {**{name: row[name] for name in core.AMOUNT_FIELDS}, "overcommitted": bool(row["overcommitted"]),
+            "overspent": bool(row["overspent"]), "funding_posts": row["funding_posts"].split(),
+            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"])}
 
 
 def _column_names(model: Any) -> tuple[str, ...]:
@@ -305,6 +317,42 @@ class ReadModel:
             cell = dict(zip(core.AMOUNT_FIELDS, (int(s or 0) for s in sums)))
             cells.append({"ministry": ministry, "phase": phase, **cell, "disponibelt_ore": core.disponibelt(cell)})
         return cells
+
+    def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Line records in the ledger core's shape (cells keyed "ministry|phase"), from the latest snapshots.
+
+        One statement (lines joined with their cells), so a line and its cells come from one commit.
+        """
+        line, cell = BudsjettLine.__table__.c, BudsjettCell.__table__.c
+        query = (select(line.line_id, line.events, line.last_event_time, line.updated_at,
+                        *[c for c in BudsjettCell.__table__.columns if c.name != "line_id"])
+                 .select_from(BudsjettLine.__table__.outerjoin(BudsjettCell.__table__, line.line_id == cell.line_id))
+                 .order_by(line.line_id, cell.ministry, cell.phase))
+        if line_id is not None:
+            query = query.where(line.line_id == line_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        lines: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            record = lines.get(row["line_id"])
+            if record is None:
+                record = lines[row["line_id"]] = {
+                    **core.new_line(row["line_id"]), "events": row["events"],
+                    "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"])}
+            if row["ministry"] is not None:
+                record["cells"][core.cell_key(row["ministry"], row["phase"])] = _cell_record(row)
+        return lines
+
+    def line_count(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(BudsjettLine.__table__)).scalar_one()
+
+    def line_partitions(self) -> dict[str, int]:
+        """The input partition of every line with an event (a line's events share one partition)."""
+        table = BudsjettEvent.__table__.c
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(table.line_id, func.min(table.partition)).group_by(table.line_id)).all()
+        return {line_id: partition for line_id, partition in rows}
 
     def cells(self, line_id: str | None = None) -> list[dict[str, Any]]:
         with Session(self.engine) as session:

@@ -76,7 +76,8 @@ class LocalStack:
         if port_open(settings.port(service)):
             raise UserError(f"port {settings.port(service)} for {name} is in use by a process this stack did not "
                             f"start; stop it, or set REFORMSPOR_{service.upper()}_PORT")
-        env = {**settings.to_env(), **(extra_env or {})}
+        # A worker's identity in its group (static membership, transactional id, state dir).
+        env = {**settings.to_env(), **({"REFORMSPOR_INSTANCE": instance} if instance else {}), **(extra_env or {})}
         process = spawn([sys.executable, "-m", "services.cli", service], self.log_path(name), env=env)
         self.pid_file(name).write(process.pid)
         ready_url = f"http://127.0.0.1:{settings.port(service)}/readyz"

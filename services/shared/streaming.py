@@ -222,6 +222,8 @@ class GroupMonitor:
     registry: CollectorRegistry
     group: str = ""
     assigned_partitions: int = 0
+    # The input partitions this worker holds, as (topic, partition), from the last refresh.
+    held: frozenset[tuple[str, int]] = frozenset()
     last_error: str | None = "not checked yet"
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -254,11 +256,13 @@ class GroupMonitor:
     def refresh(self, admin: KafkaAdminClient) -> None:
         member = f"{self.service}:{instance_id(self.service)}"
         described = admin.describe_groups([self.group]).get(self.group, {})
-        self.assigned_partitions = sum(
-            len(assigned.get("partitions", []))
+        self.held = frozenset(
+            (assigned["topic"], partition)
             for m in described.get("members", []) if m.get("client_id") == member
             for assigned in (m.get("member_assignment") or {}).get("assigned_partitions", [])
-            if assigned.get("topic") in self.input_topics)
+            if assigned.get("topic") in self.input_topics
+            for partition in assigned.get("partitions", []))
+        self.assigned_partitions = len(self.held)
         committed = admin.list_group_offsets({self.group: None}).get(self.group, {})
         partitions = [TopicPartition(topic, p) for topic in self.input_topics
                       for p in range(self.settings.partitions)]

@@ -1,25 +1,33 @@
-"""Exactly-once through failure: kill -9 the worker, or restart the broker, mid-stream.
+"""Exactly-once through failure: 20 kill -9 of the worker and a broker restart while events stream in.
 
 The totals after recovery must equal an independent oracle (the pure core run
-over the same events in one go), to the øre; and the audit trail (read model)
-must hold every accepted event exactly once, with deltas that add up to those
-totals, without a `reformspor replay`.
+over the same events in one go), to the øre: over HTTP, on the totals topic
+(read_committed, as milepael reads it) and in a `reformspor replay` of the log;
+and the audit trail (read model) must hold every accepted event exactly once,
+with deltas that add up to those totals. A restarted worker must be applying
+again within seconds (static group membership), not after its predecessor's
+session expires.
 """
 from __future__ import annotations
 
 import json
+import queue
 import random
+import threading
+import time
 import urllib.request
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import select
 
 from services.budsjett import core
 from services.budsjett.readmodel import BudsjettEvent, ReadModel
+from services.budsjett.replay import replay
 from services.shared.contract import make_event, parse_event
+from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.localstack.processes import free_port, wait_until
 from services.localstack.stack import LocalStack
 
@@ -70,8 +78,9 @@ def scenario(count: int, seed: int = 7) -> list[dict]:
     return events
 
 
-def publish(bootstrap: str, topic: str, events: list[dict]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+def publish(settings, topic: str, events: list[dict]) -> None:
+    producer = KafkaProducer(**kafka_python_options(settings, ADMIN), acks="all", linger_ms=20,
+                             batch_size=256 * 1024)
     try:
         for event in events:
             producer.send(topic, key=event["data"]["line_id"].encode(), value=json.dumps(event).encode())
@@ -140,7 +149,7 @@ def live_cells(settings, line_id: str) -> list[dict]:
 def assert_equals_oracle(settings, expected: dict[str, dict], stack=None) -> None:
     target = sum(line["events"] for line in expected.values())
     try:
-        wait_until(lambda: applied_so_far(settings) == target, 240,
+        wait_until(lambda: applied_so_far(settings) == target, 120,
                    f"all {target} distinct events (incl. cross-line credits) applied")
     except TimeoutError as error:
         counts = {k: v["events_applied"] for k, v in live_lines(settings).items()}
@@ -153,56 +162,151 @@ def assert_equals_oracle(settings, expected: dict[str, dict], stack=None) -> Non
     assert applied_so_far(settings) == target
 
 
-def committed_offsets(admin: KafkaAdminClient, settings) -> int:
-    """Sum of the budget offsets budsjett's consumer group has committed."""
-    group = f"{settings.topic_prefix}budsjett"
-    offsets = admin.list_group_offsets({group: None}).get(group, {})
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.topics.budget and meta.offset > 0)
+KILLS = 20
+EVENTS = 3_000
+PUBLISH_PER_S = 60
+BROKER_RESTART_AT = KILLS // 2  # after this many kills
+# A restarted worker must apply again within this long (the issue's bound; without static
+# membership it waited ~50-65 s for its dead predecessor's session to expire).
+RESTART_TO_APPLY_S = 10.0
 
 
-def test_kill_9_mid_stream_gives_oracle_totals_to_the_ore(stack, settings):
-    events = scenario(20_000)
-    expected = oracle(events)
-    publish(settings.kafka_bootstrap, settings.topics.budget, events)
-    stack.start_service("budsjett")
-    # Kill right after an offset commit: the moment when events Faust considers done are
-    # most likely to lack their audit rows if rows were written later than offsets commit.
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        seen = {"committed": 0}
+class Publisher(threading.Thread):
+    """Publishes the scenario in order, chunk by chunk as released, each event acknowledged before the next."""
 
-        def just_committed() -> bool:
-            committed = committed_offsets(admin, settings)
-            fresh = committed != seen["committed"]
-            seen["committed"] = committed
-            return fresh and committed > 1_000
+    def __init__(self, settings, events: list[dict]):
+        super().__init__(name="publisher", daemon=True)
+        self.settings = settings
+        self.chunks: queue.Queue = queue.Queue()
+        self.pending = list(events)
+        self.paused = threading.Lock()  # held by the test while the broker restarts
+        self.error: Exception | None = None
 
-        wait_until(just_committed, 120, "an offset commit past 1000 events", interval_s=0.02)
-        stack.stop_service("budsjett", hard=True)
-    finally:
-        admin.close()
-    before_kill = seen["committed"]
-    assert before_kill < sum(line["events"] for line in expected.values()), "crash must come mid-stream"
-    stack.start_service("budsjett")
-    assert_equals_oracle(settings, expected, stack)
-    assert_audit_trail_complete(settings, events, expected)
+    def release(self, count: int | None = None) -> None:
+        """Stream the next `count` events (all the rest when None)."""
+        count = len(self.pending) if count is None else count
+        chunk, self.pending = self.pending[:count], self.pending[count:]
+        self.chunks.put(chunk)
+
+    def run(self) -> None:
+        producer = KafkaProducer(**kafka_python_options(self.settings, ADMIN), acks="all", retries=20,
+                                 max_in_flight_requests_per_connection=1)
+        try:
+            while (chunk := self.chunks.get()) is not None:
+                for event in chunk:
+                    with self.paused:
+                        producer.send(self.settings.topics.budget, key=event["data"]["line_id"].encode(),
+                                      value=json.dumps(event).encode()).get(timeout=60)
+                    time.sleep(1 / PUBLISH_PER_S)  # the pace of the stream
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            self.error = error
+        finally:
+            producer.close()
 
 
-def test_broker_restart_mid_stream_gives_oracle_totals(settings, tmp_path):
-    # Our own broker: the session broker is shared with every other test.
-    own = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}", home=tmp_path / "own-home")
-    local = LocalStack(own)
-    events = scenario(5_000, seed=11)
-    expected = oracle(events)
-    try:
-        local.start_kafka()
-        publish(own.kafka_bootstrap, own.topics.budget, events[:2_500])
-        local.start_service("budsjett")
-        wait_until(lambda: applied_so_far(own) > 500, 120, "some events applied")
+def restart_and_time_first_apply(local: LocalStack, read_model: ReadModel) -> float:
+    """Start the worker; seconds from the start until it has applied an event it had not before."""
+    applied_before = read_model.event_count()
+    started = time.monotonic()
+    local.start_service("budsjett", timeout_s=60)
+    wait_until(lambda: read_model.event_count() > applied_before, 60, "the restarted worker to apply an event",
+               interval_s=0.05)
+    return time.monotonic() - started
+
+
+def restart_broker(local: LocalStack, publisher: Publisher, read_model: ReadModel) -> bool:
+    """Kill -9 the broker and start it again; True if the worker lived through it.
+
+    A worker whose transaction the broker fenced meanwhile stops (exit 70, nothing committed);
+    the test then restarts it, as its supervisor would.
+    """
+    with publisher.paused:
         local.kafka.kill()
         local.kafka.start()
-        publish(own.kafka_bootstrap, own.topics.budget, events[2_500:])
+    applied_before = read_model.event_count()
+    survived = True
+
+    def applying() -> bool:
+        nonlocal survived
+        if local.pid_file("budsjett").running_pid() is None:
+            survived = False
+            local.start_service("budsjett", timeout_s=60)
+        return read_model.event_count() > applied_before
+
+    try:
+        wait_until(applying, 90, "applying again after the broker restart", interval_s=0.2)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{local.tail_log('budsjett', 6000)}") from None
+    return survived
+
+
+def totals_topic_snapshots(settings) -> dict[str, dict]:
+    """The last committed totals message per line, read as milepael reads it."""
+    consumer = KafkaConsumer(**kafka_python_options(settings, ADMIN), enable_auto_commit=False,
+                             isolation_level="read_committed")
+    try:
+        partitions = [TopicPartition(settings.topics.totals, p)
+                      for p in consumer.partitions_for_topic(settings.topics.totals) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        latest: dict[str, dict] = {}
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=1000).values():
+                latest.update({record.key.decode(): json.loads(record.value) for record in batch})
+        return latest
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(330)
+def test_twenty_kill_9_and_a_broker_restart_while_events_stream_in_give_oracle_totals(settings, tmp_path):
+    # Our own broker: it is restarted, and the session broker is shared with every other test.
+    own = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}", home=tmp_path / "own-home",
+                  kafka_secrets_dir="", kafka_ca_file="")  # its own broker's credentials, under its own home
+    local = LocalStack(own)
+    events = scenario(EVENTS, seed=11)
+    expected = oracle(events)
+    publisher = Publisher(own, events)
+    rnd = random.Random(3)
+    read_model = None
+    try:
+        local.start_kafka()
+        read_model = ReadModel(own.db_url("budsjett"))
+        publisher.start()
+        chunk = EVENTS // (KILLS + 2)
+        publisher.release(chunk)
+        local.start_service("budsjett")
+        seconds_to_apply = []
+        for kill in range(KILLS):
+            kill_at = read_model.event_count() + rnd.randint(1, 60)  # mid-stream, at a random point
+            wait_until(lambda: read_model.event_count() >= kill_at, 60, "more events applied")
+            local.stop_service("budsjett", hard=True)
+            publisher.release(chunk)  # streams while the worker restarts and runs
+            seconds_to_apply.append(restart_and_time_first_apply(local, read_model))
+            print(f"restart {kill + 1}: applying after {seconds_to_apply[-1]:.1f} s", flush=True)
+            if kill == BROKER_RESTART_AT:
+                survived = restart_broker(local, publisher, read_model)
+                print(f"broker restarted; the worker {'lived through it' if survived else 'was restarted'}")
+        publisher.release()
+        publisher.chunks.put(None)
+        publisher.join(120)
+        assert publisher.error is None and not publisher.is_alive(), publisher.error
+
         assert_equals_oracle(own, expected, local)
         assert_audit_trail_complete(own, events, expected)
+        snapshots = totals_topic_snapshots(own)
+        assert {line_id: snapshots[line_id]["cells"] for line_id in expected} == {
+            line_id: core.line_totals(line)["cells"] for line_id, line in expected.items()}
+        replayed = replay(own, f"sqlite:///{tmp_path / 'replay.db'}", progress=lambda _text: None, workers=2)
+        assert {line["line_id"]: line["totals"] for line in replayed["lines"]} == {
+            line_id: core.line_totals(line)["totals"] for line_id, line in expected.items()}
+        assert max(seconds_to_apply) <= RESTART_TO_APPLY_S, [round(s, 1) for s in seconds_to_apply]
+        print(f"\n{KILLS} kill -9 + a broker restart; seconds from restart to first applied event: "
+              f"max {max(seconds_to_apply):.1f}, median {sorted(seconds_to_apply)[KILLS // 2]:.1f}")
     finally:
+        publisher.chunks.put(None)
+        if read_model is not None:
+            read_model.close()
         local.down(progress=lambda _text: None)

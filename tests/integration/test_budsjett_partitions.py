@@ -1,23 +1,22 @@
-"""Batched consumption keeps every line's state co-partitioned with the line's events.
+"""Two budsjett workers on four partitions: each holds its share, and the totals are still the oracle's.
 
-The worker processes events in batches that span partitions; Faust writes a
-table key's changelog entry to the partition of the *current event*. If that
-context were wrong, a line's state would be restored on another partition's
-worker after a rebalance (or lost to the wrong partition's compaction).
+A line's state lives under its key on its key's partition, so it follows the partition to
+whichever worker holds it; a cross-line credit goes through the budget topic to the worker of
+the target line. When one worker stops, the other takes its partitions over with their state.
 """
 from __future__ import annotations
 
-import json
-import urllib.request
+import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from services.shared.kafka_security import ADMIN, kafka_python_options
+from services.localstack.processes import free_port, wait_until
 from services.shared.contract import make_event
-from services.localstack.processes import wait_until
-from tests.integration.test_budsjett_service import publish
+from tests.integration.test_budsjett_crash import assert_equals_oracle, oracle
+from tests.integration.test_budsjett_group import member_partitions
+from tests.integration.test_budsjett_service import metrics_text, publish
 
 pytestmark = pytest.mark.integration
 
@@ -25,73 +24,47 @@ T0 = datetime(2026, 4, 1, 9, 0, tzinfo=timezone.utc)
 LINES = [f"linje-{i}" for i in range(12)]
 
 
-def read_all(settings, topic: str) -> list:
-    """Every record of a topic, from the beginning to the current end."""
-    consumer = KafkaConsumer(**kafka_python_options(settings, ADMIN), enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
-def test_changelog_entries_land_on_the_source_events_partition(stack, settings):
+def ledger(first: int, count: int) -> list[dict]:
+    """Grants on every line, then cross-line reallocations (credits land on other partitions)."""
     events = []
-    for i in range(240):
-        line = LINES[i % len(LINES)]
+    for i in range(first, first + count):
         events.append(make_event("bevilget", "BFD", {
-            "line_id": line, "ministry": "BFD", "phase": "utredning", "amount_nok": f"{1000 + i}.00",
+            "line_id": LINES[i % len(LINES)], "ministry": "BFD", "phase": "utredning", "amount_nok": f"{1000 + i}.00",
             "kap": 840, "post": 70, "fiscal_year": 2026}, f"b{i}", T0 + timedelta(seconds=i)))
-    # Cross-line reallocations: the credit is a derived event on the target line's partition.
-    for i in range(12):
-        source, target = LINES[i], LINES[(i + 5) % len(LINES)]
+    for i in range(first, first + 12):
+        source, target = LINES[i % len(LINES)], LINES[(i + 5) % len(LINES)]
         events.append(make_event("omdisponert", "BFD", {
             "line_id": source, "amount_nok": "10.00", "fiscal_year": 2026,
             "from": {"ministry": "BFD", "phase": "utredning"},
             "to": {"ministry": "BFD", "phase": "utredning", "line_id": target}}, f"o{i}", T0 + timedelta(hours=1)))
-    publish(settings, events)  # all published before the worker starts: its batches span partitions
-    stack.start_service("budsjett")
-    expected_applied = len(events) + 12  # plus the 12 credits
+    return events
 
-    def applied() -> int:
-        with urllib.request.urlopen(f"{settings.service_url('budsjett')}/v1/lines", timeout=5) as response:
-            return sum(line["events_applied"] for line in json.loads(response.read())["lines"])
 
-    wait_until(lambda: applied() == expected_applied, 90, f"{expected_applied} events applied")
+def events_applied(settings, port: int) -> int:
+    """What one worker has applied, from its /metrics (the read model is shared by both)."""
+    text = metrics_text(replace(settings, budsjett_port=port))
+    return int(sum(float(value) for value in
+                   re.findall(r'^reformspor_budsjett_events_total\{outcome="applied",[^}]*\} (\S+)$', text, re.M)))
 
-    line_partition = {}
-    for record in read_all(settings, settings.topics.budget):
-        line_id = json.loads(record.value)["data"]["line_id"]
-        assert line_partition.setdefault(line_id, record.partition) == record.partition
-    assert len(set(line_partition.values())) > 1, "the test needs lines on several partitions"
 
-    event_line = {e["id"]: e["data"]["line_id"] for e in events}
-    event_line.update({f"o{i}#to": LINES[(i + 5) % len(LINES)] for i in range(12)})
-    changelog = read_all(settings, f"{settings.topic_prefix}budsjett-ledger-changelog")
-    seen_lines = set()
-    for record in changelog:
-        key = json.loads(record.key)
-        if key.startswith("line:"):
-            line_id = key.removeprefix("line:")
-            seen_lines.add(line_id)
-        elif key.startswith("id:"):
-            line_id = event_line[key.removeprefix("id:")]
-        else:
-            continue
-        assert record.partition == line_partition[line_id], (key, record.partition, line_partition[line_id])
-    assert seen_lines == set(LINES)
+def test_two_workers_share_four_partitions_and_match_the_oracle(stack, settings):
+    port_a, port_b = settings.budsjett_port, free_port()
+    stack.start_service("budsjett", instance="budsjett-a")
+    stack.start_service("budsjett", instance="budsjett-b", port=port_b)
+    held = lambda: (member_partitions(settings, "budsjett:budsjett-a"),  # noqa: E731
+                    member_partitions(settings, "budsjett:budsjett-b"))
+    try:
+        wait_until(lambda: held() == (2, 2), 60, "two partitions each")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: {held()}") from None
+    first = ledger(0, 240)
+    publish(settings, first)  # once both hold their partitions, so both have lines to apply
+    assert_equals_oracle(settings, oracle(first), stack)
+    assert events_applied(settings, port_a) > 0 and events_applied(settings, port_b) > 0
 
-    # After a restart with nothing new to consume, every line is still listed: the worker's
-    # set of line ids is rebuilt from the recovered table, not only from new events.
-    stack.stop_service("budsjett", hard=False)
-    stack.start_service("budsjett")
-    wait_until(lambda: applied() == expected_applied, 60, "every line listed again after a restart")
-    with urllib.request.urlopen(f"{settings.service_url('budsjett')}/v1/status", timeout=5) as response:
-        assert json.loads(response.read())["lines"] == len(LINES)
+    # b stops; a takes its partitions (and their lines' state) over once b's session expires.
+    stack.stop_service("budsjett-b")
+    second = ledger(1000, 120)
+    publish(settings, second)
+    assert_equals_oracle(settings, oracle(first + second), stack)
+    assert member_partitions(settings, "budsjett:budsjett-a") == 4

@@ -39,6 +39,10 @@ def test_read_model_is_idempotent_and_matches_the_ledger(db_url):
     assert model.event_count() == len(log)
     assert model.event_count("0-24") == len(events)
 
+    # The line records HTTP serves are the ledger's own (but for the offset, which is the worker's business).
+    assert model.lines() == {line_id: {**line, "last_offset": core.NEVER}
+                             for line_id, line in core.lines_in(store).items()}
+    assert list(model.lines("ung-1")) == ["ung-1"] and model.line_count() == 2
     for line_id, line in core.lines_in(store).items():
         expected = core.line_totals(line)["cells"]
         stored = [{k: c[k] for k in ("ministry", "phase", *core.TOTAL_FIELDS)} for c in model.cells(line_id)]

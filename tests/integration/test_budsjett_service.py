@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from services.shared.kafka_security import ADMIN, kafka_python_options
 from services.shared.contract import make_event
 from services.localstack.processes import wait_until
-from services.shared.service import DEAD_LETTER_REASON_HEADER
+from services.shared.streaming import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +88,17 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
     assert 'reformspor_budsjett_overcommitted{line="0-24",ministry="KD",phase="utredning"} 1\n' in text
     assert 'reformspor_dead_letters_total{reason="invalid",service="budsjett"} 1.0' in text
     lag_series = f'service="budsjett",topic="{settings.topics.budget}"}}'
-    lag = wait_until(lambda: [l for l in metrics_text(settings).splitlines()
-                              if l.startswith("reformspor_consumer_lag_messages{") and lag_series in l], 30,
-                     "consumer lag gauge for the budget topic")
-    assert all(l.endswith(" 0.0") for l in lag)  # everything published has been processed
+
+    def lag_lines() -> list[str]:
+        return [l for l in metrics_text(settings).splitlines()
+                if l.startswith("reformspor_consumer_lag_messages{") and lag_series in l]
+
+    # Everything published has been processed: the lag reads 0 once the group's commit is seen.
+    try:
+        wait_until(lambda: (lag := lag_lines()) and all(l.endswith(" 0.0") for l in lag), 15,
+                   "consumer lag 0 on the budget topic")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: {lag_lines()}") from None
 
     consumer = KafkaConsumer(settings.topics.dead_letter, **kafka_python_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=10000)
