@@ -25,28 +25,23 @@ Handler boundaries (issue 16): a bug while checking one event costs that event
 a rejection (422 / dead letter with a correlation id in the reason and the
 log), never a 500, a lost event or a skipped offset.
 
-Publisher identity on the raw Kafka topic
------------------------------------------
-Kafka clients are not HTTP clients, so identity comes from a signature:
+Publisher identity on the Kafka path comes from the broker
+---------------------------------------------------------
+Each ministry publishes to its own topic `<prefix>inbound.<CODE>` with its own
+Kafka user (SASL/SCRAM, `ministry-<CODE>`, from `reformspor tokens create
+--ministry BFD --kind kafka`), and the broker's ACLs let only that user write
+that topic (deploy/kafka/acls.csv). ingest reads every registered ministry's
+inbound topic and takes the publisher from the topic a message came from
+(quixstreams' message_context().topic), never from a header:
 
-- `reformspor tokens create --ministry BFD --kind kafka` prints a key id and a
-  signing key (stored by ingest, since HMAC verification needs the key).
-- Each message on `<prefix>inbound` carries the headers
-  `reformspor-key-id: <id>` and
-  `reformspor-signature: <hex HMAC-SHA256(signing key, message value bytes)>`,
-  e.g. with kcat: `kcat -P -b HOST -t reformspor.inbound -H reformspor-key-id=7
-  -H reformspor-signature=$(printf %s "$JSON" | openssl dgst -sha256 -hmac "$KEY" -r | cut -d' ' -f1)`.
-- Unsigned, unknown-key, revoked-key or mis-signed messages, and events whose
-  source is not the key's ministry, go to the dead-letter topic with the reason.
-- One event (a JSON object) per message.
+- an event whose source is another ministry (KD's money on BFD's topic) goes
+  to the dead-letter topic with the reason (label `wrong_publisher`);
+- internal event types (budsjett's cross-line credit) are refused from every
+  ministry on both channels (label `internal_type`);
+- one event (a JSON object) per message; e.g. with kcat (librdkafka >= 2.6.1):
+  `kcat -F bfd.properties -P -t reformspor.inbound.BFD -k 0-24`.
 
-Production design (topic ACLs, defence in depth): the broker authenticates
-each ministry as its own principal (SASL/SCRAM or mTLS, `User:dep-bfd`); only
-ministry principals get WRITE on `reformspor.inbound` and nothing else; only
-the ingest principal gets READ on inbound and WRITE on the budget, reform and
-dead-letter topics; services READ those. The signature then still binds each
-message to a ministry, because principals on a shared inbound topic cannot be
-seen by consumers.
+Why not a shared topic with signed messages: see deploy/kafka/README.md.
 """
 from __future__ import annotations
 
@@ -63,6 +58,8 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from quixstreams import Application, State, message_context
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.models import Topic
 from quixstreams.sinks import BatchingSink, SinkBatch
 from sqlalchemy.exc import OperationalError
 
@@ -73,9 +70,10 @@ from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
 from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
+from services.shared.ministries import default_registry
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
-                                       connection_config, input_topic, make_application, output_topic,
-                                       route_outputs, run_service)
+                                       Step, connection_config, guarded, input_topic, make_application, output_topic,
+                                       run_service)
 
 log = logging.getLogger("reformspor.ingest")
 
@@ -84,9 +82,8 @@ DEAD_LETTER_TIMEOUT_S = 5.0
 DEAD_LETTER_SAMPLE_BYTES = 65_536
 PRODUCER_PROBE_INTERVAL_S = 2.0
 SHUTDOWN_FLUSH_S = 10.0
+LABEL_NOT_INBOUND = "not_inbound"
 PUBLISHER_HEADER = "reformspor-publisher"
-KEY_ID_HEADER = "reformspor-key-id"
-SIGNATURE_HEADER = "reformspor-signature"
 
 
 class KafkaUnavailable(Exception):
@@ -482,7 +479,7 @@ class InboundAccepted:
 
 
 class InboundChannel:
-    """The Quix step for `<prefix>inbound`: verify the signature, check, forward or dead-letter."""
+    """The Quix step for every `<prefix>inbound.<CODE>`: the topic names the publisher; check, forward or dead-letter."""
 
     def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics):
         self.settings = settings
@@ -498,10 +495,10 @@ class InboundChannel:
     def in_flight_hash(self, event_id: str) -> str | None:
         return self.pending.get(event_id) or self.http_in_flight(event_id)
 
-    def step(self, value: bytes | None, key: bytes | None, state: State, headers: Any) -> list[Any]:
+    def step(self, value: bytes | None, key: bytes | None, state: State | None) -> list[Any]:
         """Records to forward (plus a sink row), [] for a duplicate; raises Rejection to dead-letter."""
         try:
-            return self.check(value or b"", headers)
+            return self.check(value or b"", message_context().topic)
         except (Rejection, StoreUnavailable):
             raise
         except Exception:  # noqa: BLE001 - the boundary: a checking bug costs a dead letter, never an offset
@@ -511,8 +508,8 @@ class InboundChannel:
             raise Rejection([f"internal error while checking this message; it was not accepted "
                              f"(correlation id {correlation_id})"], "internal_error") from None
 
-    def check(self, value: bytes, headers: Any) -> list[Any]:
-        ministry = self.publisher(value, header_map(headers))
+    def check(self, value: bytes, topic: str) -> list[Any]:
+        ministry = self.publisher(topic)
         try:
             document = loads_strict(value)
         except JsonInputError as error:
@@ -544,25 +541,14 @@ class InboundChannel:
                 return {}
         return found
 
-    def publisher(self, value: bytes, headers: dict[str, bytes]) -> str:
-        """The ministry whose signing key signed this value, else a Rejection."""
-        key_id_raw, signature_raw = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)
-        if not key_id_raw or not signature_raw:
-            self.refuse(f"unsigned: headers {KEY_ID_HEADER} and {SIGNATURE_HEADER} are required on the inbound topic")
-        try:
-            key_id_text, signature = key_id_raw.decode("ascii").strip(), signature_raw.decode("ascii")
-        except UnicodeDecodeError:
-            key_id_text, signature = "", ""
-        if not key_id_text.isdigit() or len(key_id_text) > 18 or not signature:
-            self.refuse(f"{KEY_ID_HEADER} must be a number and {SIGNATURE_HEADER} hex")
-        credential = guard_store(self.store.signing_credential, int(key_id_text))
-        if credential is None or not core.signature_valid(credential.signing_key, value, signature):
-            self.refuse("bad signature: unknown or revoked key id, or the HMAC-SHA256 of the value does not match")
-        return credential.ministry
-
-    def refuse(self, reason: str) -> None:
-        self.metrics.events.labels(channel="kafka", outcome="forbidden").inc()
-        raise Rejection([reason], "unsigned")
+    def publisher(self, topic: str) -> str:
+        """The ministry whose inbound topic this is: the broker let only its Kafka user write it."""
+        ministry = self.settings.topics.ministry_of_inbound(topic)
+        if ministry is None:  # ingest subscribes to inbound topics only; a rename elsewhere must not pass as identity
+            self.metrics.events.labels(channel="kafka", outcome="forbidden").inc()
+            raise Rejection([f"{topic} is not a ministry's inbound topic ({self.settings.topics.inbound_prefix}<CODE>)"],
+                            LABEL_NOT_INBOUND)
+        return ministry
 
 
 class StoreUnavailable(Exception):
@@ -574,15 +560,6 @@ def guard_store(call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     except OperationalError as error:
         raise StoreUnavailable(str(error)) from error
-
-
-def header_map(headers: Any) -> dict[str, bytes]:
-    """Quix's headers (pairs, or None) by lower-case name; the last value of a repeated name wins."""
-    found: dict[str, bytes] = {}
-    for name, value in headers or ():
-        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-        found[name.lower()] = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
-    return found
 
 
 class InboundRecordSink(BatchingSink):
@@ -611,6 +588,28 @@ class InboundRecordSink(BatchingSink):
 
 # --- wiring -----------------------------------------------------------------------------------------
 
+def route_stateless(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters, topics: dict[str, Topic],
+                    sink: BatchingSink) -> None:
+    """streaming.route_outputs without Quix state: the inbound step keeps none (idempotency is in ingest's store).
+
+    A stateful step would give each ministry's topic its own state store (and changelog topic), and
+    make every rebalance ask the broker for the committed offset and watermarks of every inbound
+    partition, one by one: a ministry count of round trips that a broker restart turns into timeouts.
+    """
+    run = guarded(step, dead_letters)  # state None: the step keeps none
+    outputs = sdf.apply(lambda value, key, timestamp_ms, headers: run(value, key, timestamp_ms, headers, None),
+                        expand=True, metadata=True)
+    records = outputs.filter(lambda item: isinstance(item, Record))
+    records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
+    records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
+    outputs.filter(lambda item: not isinstance(item, Record)).sink(sink)
+
+
+def inbound_topics(settings: Settings) -> list[str]:
+    """Every registered ministry's own inbound topic (the ones ensure_topics creates)."""
+    return [settings.topics.inbound_for(code) for code in default_registry().codes()]
+
+
 @dataclass
 class IngestService:
     http: ServiceHttp
@@ -636,12 +635,12 @@ def build(settings: Settings) -> IngestService:
         app = make_application("ingest", settings)
         topics = settings.topics
         outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
-        sdf = app.dataframe(input_topic(app, topics.inbound))
-        route_outputs(sdf, inbound.step, dead_letters, outputs, InboundRecordSink(store, inbound, metrics),
-                      with_headers=True)
+        sink = InboundRecordSink(store, inbound, metrics)
+        for name in inbound_topics(settings):
+            route_stateless(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink)
         return app
 
-    monitor = GroupMonitor(settings, "ingest", [settings.topics.inbound], registry)
+    monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)
     http = ServiceHttp("ingest", settings, registry, monitor)
     http.app.router.add_post("/v1/events", front.post_events)
     http.app.router.add_get("/openapi.json", serve_openapi)

@@ -20,20 +20,22 @@ def register(subparsers, settings_from_args: Callable) -> None:
     actions = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a credential and print it (shown only once)",
                                 description="An HTTP bearer token for POST /v1/events (stored hashed) or, with "
-                                            "--kind kafka, an HMAC key for signing messages on the inbound topic. "
-                                            "It lets that ministry publish only its own money and milestones.")
+                                            "--kind kafka, the ministry's Kafka user (SCRAM) that may write only its "
+                                            "own topic <prefix>inbound.<CODE>; stdout is then exactly the client "
+                                            "properties for `kcat -F`. Either lets that ministry publish only its "
+                                            "own money and milestones.")
     create.add_argument("--ministry", required=True, help="ministry short code, e.g. BFD")
     create.add_argument("--name", default="", help="a note: which system uses it")
     create.add_argument("--kind", choices=["http", "kafka"], default="http",
                         help="http: bearer token for POST /v1/events; kafka: the ministry's SCRAM user (kcat -F properties)")
     create.set_defaults(handler=lambda args: _tokens_create(args, settings_from_args(args)))
     listing = actions.add_parser("list", help="list credentials (never the secrets)",
-                                 description="Every HTTP token and Kafka signing key of this stack: id, ministry, kind, "
+                                 description="Every HTTP token and Kafka user of this stack: id, ministry, kind, "
                                              "when it was created and whether it is revoked. Secrets are never shown.")
     listing.set_defaults(handler=lambda args: _tokens_list(settings_from_args(args)))
     revoke = actions.add_parser("revoke", help="revoke a credential by id",
-                                description="Refuse a token or signing key from now on (the row is kept for the "
-                                            "audit trail). Find the id with `reformspor tokens list`.")
+                                description="Refuse a token from now on, or delete a Kafka user and its ACLs (the "
+                                            "row is kept for the audit trail). Find the id with `reformspor tokens list`.")
     revoke.add_argument("id", type=int, help="the credential's id, as `tokens list` shows it")
     revoke.set_defaults(handler=lambda args: _tokens_revoke(args, settings_from_args(args)))
 

@@ -20,6 +20,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from services.budsjett.core import TRANSFER_TYPE
 from services.shared.contract import ContractError, Event, FieldProblem, parse_event
 from services.shared.jsonio import JsonInputError, loads_strict
 
@@ -30,6 +31,11 @@ RETRY_AFTER_S = 5
 # Per-event status reported to publishers, and the finer `code` behind it.
 ACCEPTED, DUPLICATE, REJECTED, CONFLICT = "accepted", "duplicate", "rejected", "conflict"
 CODE_INVALID, CODE_FORBIDDEN, CODE_NOT_SENT = "invalid", "forbidden", "not_sent"
+# Dead-letter reason labels of the forbidden kinds (reformspor_dead_letters_total{reason}).
+LABEL_WRONG_PUBLISHER, LABEL_INTERNAL_TYPE = "wrong_publisher", "internal_type"
+
+# Event types only a service writes (budsjett's cross-line credit): no ministry may publish them, by any channel.
+INTERNAL_TYPES = frozenset({TRANSFER_TYPE})
 
 PROBLEM_BASE = "https://reformspor.example/problems/"
 PROBLEM_TYPES: dict[str, tuple[str, str]] = {
@@ -66,6 +72,7 @@ class ItemResult:
     status: str = ACCEPTED
     code: str = ACCEPTED
     problems: list[FieldProblem] = field(default_factory=list)
+    label: str | None = None  # the dead-letter reason label, when finer than the code
 
     @property
     def event_id(self) -> str | None:
@@ -147,6 +154,10 @@ def authorization_problems(event: Event, publisher_ministry: str) -> list[FieldP
 def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult:
     """Validate one event and check it against the publisher's identity."""
     result = ItemResult(index=index, raw=document)
+    internal = internal_type_problems(document)
+    if internal:
+        result.status, result.code, result.label, result.problems = REJECTED, CODE_FORBIDDEN, LABEL_INTERNAL_TYPE, internal
+        return result
     try:
         event = parse_event(document)
     except ContractError as error:
@@ -160,8 +171,17 @@ def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult
     result.event = event
     forbidden = authorization_problems(event, publisher_ministry)
     if forbidden:
-        result.status, result.code, result.problems = REJECTED, CODE_FORBIDDEN, forbidden
+        result.status, result.code, result.label, result.problems = REJECTED, CODE_FORBIDDEN, LABEL_WRONG_PUBLISHER, forbidden
     return result
+
+
+def internal_type_problems(document: Any) -> list[FieldProblem]:
+    """A service's internal event type is refused from every publisher, whatever else the event says."""
+    type_name = document.get("type") if isinstance(document, dict) else None
+    if isinstance(type_name, str) and type_name in INTERNAL_TYPES:
+        return [FieldProblem("type", f"{type_name} is an internal event type that only reformspor's own services "
+                                     f"write; no ministry may publish it")]
+    return []
 
 
 def mark_repeats_within_batch(results: list[ItemResult]) -> None:
@@ -266,7 +286,7 @@ def response_body(results: list[ItemResult], status: int) -> dict[str, Any]:
 
 
 def dead_letter_reason_label(result: ItemResult) -> str:
-    return {CODE_FORBIDDEN: "forbidden", CONFLICT: "conflict"}.get(result.code, "invalid")
+    return result.label or {CODE_FORBIDDEN: "forbidden", CONFLICT: "conflict"}.get(result.code, "invalid")
 
 
 # --- credentials ------------------------------------------------------------------
@@ -291,14 +311,3 @@ def parse_bearer(header: str | None) -> str | None:
 
 def _is_printable_ascii(text: str) -> bool:
     return text.isascii() and text.isprintable()
-
-
-def sign(key: str, value: bytes) -> str:
-    """HMAC-SHA256 of a Kafka message value, hex: the `reformspor-signature` header."""
-    return hmac.new(key.encode("utf-8"), value, hashlib.sha256).hexdigest()
-
-
-def signature_valid(key: str, value: bytes, signature: str) -> bool:
-    signature = signature.strip().lower()
-    # compare_digest raises TypeError on non-ASCII text: such a signature is simply wrong.
-    return signature.isascii() and hmac.compare_digest(sign(key, value), signature)

@@ -150,7 +150,8 @@ def _document() -> dict[str, Any]:
                     "207": ok("batch partly accepted; see each result"),
                     "400": bad("malformed JSON"),
                     "401": bad("missing or invalid token", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-                    "403": bad("the token's ministry may not publish these events"),
+                    "403": bad("the token's ministry may not publish these events (another ministry's source or money, "
+                               "or an internal event type such as budsjett's cross-line credit)"),
                     "409": bad("an event id was already accepted with other content"),
                     "413": bad("body or batch too large"),
                     "415": bad("Content-Type is not one of the request body's media types"),

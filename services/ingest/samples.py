@@ -49,3 +49,11 @@ def sample_data(kind: str, ministry: str = "BFD", line_id: str = "0-24", reform_
 def sample_event(kind: str = "bevilget", ministry: str = "BFD", event_id: str = "e-1", **data_overrides: Any) -> dict[str, Any]:
     data = {**sample_data(kind, ministry), **data_overrides}
     return make_event(kind, ministry, data, event_id, SAMPLE_TIME)
+
+
+def sample_internal_credit(ministry: str = "BFD", event_id: str = "t-1", line_id: str = "0-24") -> dict[str, Any]:
+    """budsjett's cross-line credit as budsjett writes it: an internal type no publisher may send."""
+    from services.budsjett.core import Transfer
+
+    return Transfer(id=event_id, line_id=line_id, ministry=ministry, phase="utredning", amount_ore=99_999_900,
+                    origin_id="e-0", origin_line_id="0-25", source_ministry=ministry, time=SAMPLE_TIME).to_wire()

@@ -21,11 +21,10 @@ def _now() -> datetime:
 
 
 class IngestCredential(SQLModel, table=True):
-    """An API token (kind http: stored as a hash) or a Kafka signing key (kind kafka).
+    """An API token (kind http: only its hash is stored) or a ministry's Kafka user (kind kafka).
 
-    A Kafka signing key must be stored as-is: HMAC verification needs the
-    secret itself. The database is therefore as sensitive as the keys; in
-    production the Kafka topic ACLs are the primary control (see app.py).
+    A Kafka credential's secret lives on the broker only (as a salted SCRAM
+    hash); this row records that it was issued, for `tokens list` and revoke.
     """
 
     __tablename__ = "ingest_credential"
@@ -34,7 +33,6 @@ class IngestCredential(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     kind: str = Field(default="http", max_length=8)
     token_hash: Optional[str] = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
-    signing_key: Optional[str] = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: Optional[datetime] = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
@@ -76,11 +74,6 @@ class IngestStore:
         with Session(self.engine) as session:
             found = session.exec(select(IngestCredential).where(IngestCredential.token_hash == hashed)).first()
             return found if found is not None and found.revoked_at is None and found.kind == "http" else None
-
-    def signing_credential(self, credential_id: int) -> IngestCredential | None:
-        with Session(self.engine) as session:
-            found = session.get(IngestCredential, credential_id)
-            return found if found is not None and found.revoked_at is None and found.kind == "kafka" else None
 
     def list_credentials(self) -> list[IngestCredential]:
         with Session(self.engine) as session:

@@ -89,7 +89,7 @@ def revoke_credential(settings: Settings, credential_id: int, store: IngestStore
     found = next((c for c in store.list_credentials() if c.id == credential_id and c.revoked_at is None), None)
     if found is None:
         return False
-    if found.kind == "kafka" and found.signing_key is None:
+    if found.kind == "kafka":
         _remove_kafka_user(settings, found.ministry)
     return store.revoke(credential_id)
 
@@ -131,19 +131,10 @@ def _admin_session(settings: Settings):
 
 def _active_kafka_credentials(store: IngestStore, code: str) -> list[IngestCredential]:
     return [c for c in store.list_credentials()
-            if c.ministry == code and c.kind == "kafka" and c.revoked_at is None and c.signing_key is None]
+            if c.ministry == code and c.kind == "kafka" and c.revoked_at is None]
 
 
 def issue_token(settings: Settings, ministry: str, name: str = "") -> str:
     """Create an HTTP API token for a ministry and return its plaintext (shown only once)."""
     return issue_credential(settings, ministry, name=name, kind="http").secret
 
-
-def issue_signing_key(settings: Settings, ministry: str, name: str = "",
-                      store: IngestStore | None = None) -> tuple[int, str]:
-    """Legacy: an HMAC key for the shared inbound topic; deleted with that topic (see deploy/kafka/README.md)."""
-    code = _check(ministry, "kafka")
-    secret = f"rfs_{code.lower()}_{secrets.token_urlsafe(32)}"
-    store = store or IngestStore(settings.db_url("ingest"))
-    saved = store.add_credential(IngestCredential(ministry=code, name=name, kind="kafka", signing_key=secret))
-    return saved.id, secret

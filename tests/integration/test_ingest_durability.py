@@ -6,25 +6,25 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 
-from services.ingest.core import sign
 from services.ingest.samples import sample_event
 from services.ingest.testing import post, read_topic
-from services.ingest.tokens import issue_signing_key, issue_token
+from services.ingest.tokens import issue_credential, issue_token
 from services.shared.config import Settings
 from services.localstack.kafka_local import LocalKafka
 from services.localstack.processes import free_port, http_ok, wait_until
 from services.localstack.stack import LocalStack
+from services.shared.kafka_security import parse_properties
 from services.shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
 
 def test_broker_down_gives_503_and_every_acknowledged_event_lands_exactly_once(tmp_path):
-    # Our own broker: the session broker is shared and must not be stopped.
-    # secured=False until ingest takes its settings from kafka_security.client_config (then drop it).
-    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(), secured=False)
+    # Our own broker (secured, as the session's): the session broker is shared and must not be stopped.
+    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(),
+                        secrets_dir=tmp_path / "secrets")
     broker.start()
     settings = broker.client_settings(Settings(topic_prefix=f"d{uuid.uuid4().hex[:8]}.", partitions=2,
                                                home=tmp_path / "home", ingest_port=free_port(),
@@ -33,7 +33,7 @@ def test_broker_down_gives_503_and_every_acknowledged_event_lands_exactly_once(t
     try:
         ensure_topics(settings)
         token = issue_token(settings, "BFD")
-        key_id, signing_key = issue_signing_key(settings, "BFD")
+        bfd_kafka = parse_properties(issue_credential(settings, "BFD", kind="kafka").secret)
         pid = stack.start_service("ingest")
         url = settings.service_url("ingest") + "/v1/events"
         ready = settings.service_url("ingest") + "/readyz"
@@ -68,11 +68,9 @@ def test_broker_down_gives_503_and_every_acknowledged_event_lands_exactly_once(t
         # The broker was away longer than the consumer session: the inbound stream forwards again,
         # in the same process (librdkafka's "static consumer fenced" is answered by a rebuild, not an exit).
         value = json.dumps(sample_event(event_id="inbound-after")).encode()
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        producer.send(settings.topics.inbound, value=value, headers=[
-            ("reformspor-key-id", str(key_id).encode()), ("reformspor-signature", sign(signing_key, value).encode())])
-        producer.flush(30)
-        producer.close()
+        producer = Producer({**bfd_kafka, "message.timeout.ms": 30_000})
+        producer.produce(settings.topics.inbound_for("BFD"), value=value, key=b"0-24")
+        assert producer.flush(30) == 0
         acknowledged.add("inbound-after")
 
         records = read_topic(settings, settings.topics.budget, min_count=len(acknowledged),

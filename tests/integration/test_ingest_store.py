@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from services.ingest.core import token_hash
-from services.ingest.store import IngestRecord, IngestStore
-from services.ingest.tokens import issue_credential, issue_signing_key
+from services.ingest.store import IngestCredential, IngestRecord, IngestStore
+from services.ingest.tokens import issue_credential
 from services.shared.config import Settings
 
 
@@ -15,9 +15,8 @@ def _exercise(store: IngestStore, settings: Settings) -> None:
     found = store.credential_by_hash(token_hash(issued.secret))
     assert found is not None and found.ministry == "BFD"
     assert store.credential_by_hash(token_hash(issued.secret + "x")) is None
-    assert store.signing_credential(issued.id) is None  # an HTTP token is not a Kafka key
-    key_id, key = issue_signing_key(settings, "KD", store=store)
-    assert store.signing_credential(key_id).signing_key == key
+    kafka_user = store.add_credential(IngestCredential(ministry="KD", kind="kafka"))  # its secret lives on the broker
+    assert kafka_user.id != issued.id and kafka_user.token_hash is None
 
     record = IngestRecord(event_id="e-1", content_hash="a" * 64, ministry="BFD", channel="http", topic="t", partition=0, offset=7)
     store.record([record])

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest import app as ingest_app
 from services.ingest import core
-from services.ingest.samples import sample_event
+from services.ingest.samples import sample_event, sample_internal_credit
 from services.ingest.store import IngestStore
-from services.ingest.tokens import issue_signing_key, issue_token
+from services.ingest.tokens import issue_token
 from services.shared import streaming
 from services.shared.config import Settings
 from services.shared.streaming import DEAD_LETTER_REASON_HEADER, DeadLetters, Rejection, ServiceHttp
@@ -109,23 +109,57 @@ def test_a_body_reader_bug_is_a_422_and_a_dead_letter_not_a_500(settings, monkey
     assert [m.value for m in sender.sent if m.topic == settings.topics.dead_letter] == [b'{"id": "x"}']
 
 
+def inbound_channel(settings: Settings, dead_letters: DeadLetters | None = None) -> ingest_app.InboundChannel:
+    registry = CollectorRegistry()
+    dead_letters = dead_letters or DeadLetters("ingest", settings.topics.dead_letter, registry)
+    return ingest_app.InboundChannel(settings, IngestStore(settings.db_url("ingest")),
+                                     ingest_app.Metrics(registry, dead_letters))
+
+
+def read_from(monkeypatch, topic: str, partition: int = 0, offset: int = 0) -> None:
+    """The message being processed came from this topic (what quixstreams' message_context says)."""
+    position = SimpleNamespace(topic=topic, partition=partition, offset=offset)
+    monkeypatch.setattr(ingest_app, "message_context", lambda: position)
+
+
 def test_a_bug_while_checking_an_inbound_message_is_a_dead_letter_with_the_reason(settings, monkeypatch, caplog):
-    key_id, key = issue_signing_key(settings, "BFD")
     registry = CollectorRegistry()
     dead_letters = DeadLetters("ingest", settings.topics.dead_letter, registry)
-    channel = ingest_app.InboundChannel(settings, IngestStore(settings.db_url("ingest")),
-                                        ingest_app.Metrics(registry, dead_letters))
-    step = streaming.guarded(channel.step, dead_letters, with_headers=True)
+    channel = inbound_channel(settings, dead_letters)
+    step = streaming.guarded(channel.step, dead_letters)
     value = json.dumps(sample_event(event_id="in-bug")).encode()
-    headers = [("reformspor-key-id", str(key_id).encode()), ("reformspor-signature", core.sign(key, value).encode())]
+    read_from(monkeypatch, settings.topics.inbound_for("BFD"))
     monkeypatch.setattr(ingest_app, "loads_strict", broken_check)
     with caplog.at_level(logging.ERROR, logger="reformspor.ingest"):
-        [letter] = step(value, b"k", 0, headers, None)
+        [letter] = step(value, b"k", 0, [], None)
     assert letter.topic == settings.topics.dead_letter and letter.value == value
     reason = dict(letter.headers)[DEAD_LETTER_REASON_HEADER].decode()
     assert reason.startswith("internal error") and correlation_ids(reason) <= correlation_ids(caplog.text)
     with pytest.raises(Rejection):  # and the step itself refuses, rather than raising the bug
-        channel.step(value, b"k", None, headers)
+        channel.step(value, b"k", None)
+
+
+@pytest.mark.parametrize("document, label, reason", [
+    (sample_event(ministry="KD", event_id="kd-on-bfd"), "wrong_publisher", "may not publish as urn:no:dep:KD"),
+    (sample_internal_credit("BFD"), "internal_type", "internal event type"),
+])
+def test_the_inbound_topic_names_the_publisher(settings, monkeypatch, document, label, reason):
+    """BFD's topic carries only BFD's own events: KD's money and internal types are dead-lettered with the reason."""
+    channel = inbound_channel(settings)
+    read_from(monkeypatch, settings.topics.inbound_for("BFD"))
+    with pytest.raises(Rejection) as caught:
+        channel.step(json.dumps(document).encode(), b"k", None)
+    assert caught.value.label == label and reason in caught.value.reasons[0]
+    [record, _row] = channel.step(json.dumps(sample_event(ministry="BFD")).encode(), b"k", None)
+    assert record.topic == settings.topics.budget and dict(record.headers)["reformspor-publisher"] == b"BFD"
+
+
+def test_a_message_from_a_topic_that_is_no_ministrys_inbound_topic_is_refused(settings, monkeypatch):
+    channel = inbound_channel(settings)
+    read_from(monkeypatch, f"{settings.topic_prefix}inbound")  # the deleted shared topic names no publisher
+    with pytest.raises(Rejection) as caught:
+        channel.step(json.dumps(sample_event()).encode(), b"k", None)
+    assert caught.value.label == "not_inbound"
 
 
 def test_the_front_door_outlives_a_kafka_client_error_of_the_stream(monkeypatch):
@@ -156,23 +190,20 @@ def test_the_front_door_outlives_a_kafka_client_error_of_the_stream(monkeypatch)
 
 def test_an_inbound_message_read_again_after_an_aborted_checkpoint_is_forwarded_again(settings, monkeypatch):
     """The sink wrote its idempotency record, the transaction did not commit: the same offset is not a duplicate."""
-    key_id, key = issue_signing_key(settings, "BFD")
     store = IngestStore(settings.db_url("ingest"))
     registry = CollectorRegistry()
     channel = ingest_app.InboundChannel(settings, store, ingest_app.Metrics(
         registry, DeadLetters("ingest", settings.topics.dead_letter, registry)))
     sink = ingest_app.InboundRecordSink(store, channel, channel.metrics)
     value = json.dumps(sample_event(event_id="again")).encode()
-    headers = [("reformspor-key-id", str(key_id).encode()), ("reformspor-signature", core.sign(key, value).encode())]
 
     def at(offset: int) -> list:
-        position = SimpleNamespace(topic=settings.topics.inbound, partition=2, offset=offset)
-        monkeypatch.setattr(ingest_app, "message_context", lambda: position)
-        return channel.step(value, b"k", None, headers)
+        read_from(monkeypatch, settings.topics.inbound_for("BFD"), 2, offset)
+        return channel.step(value, b"k", None)
 
     record, row = at(5)
     assert record.topic == settings.topics.budget
-    sink.add(row, b"k", 0, [], settings.topics.inbound, 2, 5)
+    sink.add(row, b"k", 0, [], settings.topics.inbound_for("BFD"), 2, 5)
     sink.flush()  # the checkpoint wrote the record; say its transaction then aborted
     [again, _] = at(5)
     assert again == record
