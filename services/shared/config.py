@@ -33,10 +33,6 @@ class Topics:
     prefix: str = "reformspor."
 
     @property
-    def inbound(self) -> str:  # raw events from any Kafka client, validated by ingest
-        return f"{self.prefix}inbound"
-
-    @property
     def budget(self) -> str:  # validated budget events, key line_id
         return f"{self.prefix}budsjett.events"
 
@@ -79,7 +75,7 @@ class Topics:
         return topic[len(self.inbound_prefix):] or None
 
     def all(self) -> list[str]:
-        return [self.inbound, self.budget, self.reform, self.totals, self.notifications, self.justering,
+        return [self.budget, self.reform, self.totals, self.notifications, self.justering,
                 self.milepael_ticks, self.dead_letter]
 
     def compacted(self) -> set[str]:

@@ -80,5 +80,5 @@ def test_ministry_inbound_topics_and_service_ids():
     assert topics.inbound_for("bfd") == "reformspor.inbound.BFD"
     assert topics.ministry_of_inbound("reformspor.inbound.BFD") == "BFD"
     assert topics.ministry_of_inbound(topics.budget) is None
-    assert topics.ministry_of_inbound(topics.inbound) is None
+    assert topics.ministry_of_inbound(f"{topics.prefix}inbound") is None
     assert transactional_id(Settings(), "budsjett", "w1") == "reformspor.budsjett-w1"
