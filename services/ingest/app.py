@@ -73,6 +73,7 @@ from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
 from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
+from services.shared.logs import setup_logging
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
                                        connection_config, input_topic, make_application, output_topic,
                                        route_outputs, run_service)
@@ -654,6 +655,7 @@ async def serve_openapi(request: web.Request) -> web.Response:
 
 
 def main(settings: Settings) -> None:
+    setup_logging("ingest", settings.log_level)
     service = build(settings)
     service.sender.start()
     try:
