@@ -193,7 +193,7 @@ class KafkaSender:
     def __init__(self, settings: Settings):
         config = connection_config(settings, "ingest").as_librdkafka_dict()
         config.update({"client.id": "reformspor-ingest-http", "acks": "all", "enable.idempotence": True,
-                       "linger.ms": 2, "request.timeout.ms": 15_000, "partitioner": PARTITIONER})
+                       "linger.ms": 2, "request.timeout.ms": 15_000, "partitioner": PARTITIONER, "logger": log})
         self.producer = Producer(config)
         self.problem: str | None = "producer not checked yet"
         self._stop = threading.Event()

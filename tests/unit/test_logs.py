@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from quixstreams import Application
 
+from services.ingest.app import KafkaSender
 from services.shared.config import Settings
 from services.shared.logs import QUIX_LOGGER, JsonLineFormatter, level_from_setting, setup_logging
 from services.shared.streaming import DeadLetters, Rejection
@@ -135,3 +136,19 @@ def test_a_dead_letter_is_one_line_with_its_reason_label_and_key(restore_logging
     [line] = lines_of(stream)
     assert (line["level"], line["reason"], line["key"]) == ("warning", "unknown_post", "0-24")
     assert line["message"] == "dead letter (unknown_post): kap 840 post 70 is not in the 2026 catalogue"
+
+
+def test_ingest_http_producer_logs_librdkafka_through_it(restore_logging):
+    """ingest's own confluent-kafka producer (not Quix's): without a logger, librdkafka wrote '%4|…' raw to stderr."""
+    stream = io.StringIO()
+    setup_logging("ingest", "info", stream)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = KafkaSender(Settings(kafka_bootstrap=f"127.0.0.1:{port}", kafka_security_protocol="PLAINTEXT"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "[reformspor-ingest-http#producer" not in stream.getvalue():
+        sender.producer.poll(0.2)
+    sender.producer.flush(0)
+    lines = [line for line in lines_of(stream) if "[reformspor-ingest-http#producer" in line["message"]]
+    assert lines and lines[0]["logger"] == "reformspor.ingest" and lines[0]["service"] == "ingest", stream.getvalue()
