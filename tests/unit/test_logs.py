@@ -152,3 +152,17 @@ def test_ingest_http_producer_logs_librdkafka_through_it(restore_logging):
     sender.producer.flush(0)
     lines = [line for line in lines_of(stream) if "[reformspor-ingest-http#producer" in line["message"]]
     assert lines and lines[0]["logger"] == "reformspor.ingest" and lines[0]["service"] == "ingest", stream.getvalue()
+
+
+def test_setup_after_quix_configured_its_logger_replaces_quix_handler(restore_logging, tmp_path):
+    for handler in list(logging.getLogger(QUIX_LOGGER).handlers):
+        logging.getLogger(QUIX_LOGGER).removeHandler(handler)
+    Application(broker_address="127.0.0.1:1", consumer_group="logs-test", loglevel="INFO",
+                state_dir=str(tmp_path / "state"))  # Quix adds its own plain-text handler to an empty logger
+    assert logging.getLogger(QUIX_LOGGER).handlers, "Quix configured nothing: this test proves nothing"
+    stream = io.StringIO()
+    handler = setup_logging("budsjett", "info", stream)
+    assert logging.getLogger(QUIX_LOGGER).handlers == [handler]
+    logging.getLogger("quixstreams.app").info("The application started")
+    [line] = lines_of(stream)
+    assert (line["logger"], line["message"], line["service"]) == ("quixstreams.app", "The application started", "budsjett")
