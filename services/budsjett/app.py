@@ -32,6 +32,7 @@ from services.shared.config import Settings
 from services.shared.contract import BUDGET_KINDS, ContractError
 from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import dumps_compact
+from services.shared.logs import setup_logging
 from services.shared.money import format_ore
 from services.shared.streaming import (
     DeadLetters,
@@ -394,8 +395,7 @@ def show_held_lines(read_model: ReadModel, gauges: LineGauges, partitions: set[i
 
 
 def main(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper() if settings.log_level.lower() != "warn" else "WARNING",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(SERVICE, settings.log_level)
     app = make_application(SERVICE, settings, rocksdb_options=STATE_OPTIONS)
     registry = CollectorRegistry()
     gauges = GaugeFamilies()

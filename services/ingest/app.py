@@ -71,6 +71,7 @@ from services.shared.config import Settings
 from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.ministries import default_registry
+from services.shared.logs import setup_logging
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
                                        Step, connection_config, guarded, input_topic, make_application, output_topic,
                                        run_service)
@@ -189,7 +190,7 @@ class KafkaSender:
     def __init__(self, settings: Settings):
         config = connection_config(settings, "ingest").as_librdkafka_dict()
         config.update({"client.id": "reformspor-ingest-http", "acks": "all", "enable.idempotence": True,
-                       "linger.ms": 2, "request.timeout.ms": 15_000, "partitioner": PARTITIONER})
+                       "linger.ms": 2, "request.timeout.ms": 15_000, "partitioner": PARTITIONER, "logger": log})
         self.producer = Producer(config)
         self.problem: str | None = "producer not checked yet"
         self._stop = threading.Event()
@@ -653,6 +654,7 @@ async def serve_openapi(request: web.Request) -> web.Response:
 
 
 def main(settings: Settings) -> None:
+    setup_logging("ingest", settings.log_level)
     service = build(settings)
     service.sender.start()
     try:

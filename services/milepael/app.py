@@ -34,6 +34,7 @@ from services.shared.config import Settings
 from services.shared.contract import ContractError, Event, parse_event
 from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
+from services.shared.logs import setup_logging
 from services.shared.streaming import (DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp, input_topic,
                                        json_response, make_application, output_topic, problem, route_outputs,
                                        run_service)
@@ -191,8 +192,11 @@ class ReformStep:
 
     def justering_record(self, reform_id: str, event: dict) -> Record:
         self.metrics.justering.labels(reform=reform_id).inc()
-        log.warning("justering %s %s/%s: %s", event["data"]["state"], reform_id, event["data"]["stage_id"],
-                    "; ".join(r["message"] for r in event["data"]["reasons"]))
+        data = event["data"]
+        # English in the log (the on-call's language); the Norwegian text is in the event and the read model.
+        log.warning("justering %s for %s/%s", data["state"], reform_id, data["stage_id"], extra={
+            "event_id": event["id"], "reform_id": reform_id, "stage_id": data["stage_id"], "state": data["state"],
+            "reason": "; ".join(r["message_en"] for r in data["reasons"])})
         return Record(self.topics.justering, reform_id.encode("utf-8"), dumps_compact(event))
 
 
@@ -258,6 +262,7 @@ def add_reform_routes(http: ServiceHttp, readmodel: ReadModel) -> None:
 # --- wiring ------------------------------------------------------------------------------------
 
 def main(settings: Settings) -> None:
+    setup_logging(SERVICE, settings.log_level)
     ensure_topics(settings)  # includes the internal ticks topic, co-partitioned with the reform topic
     topics = settings.topics
     interval_s = tick_interval_s(os.environ.get(TICK_ENV))

@@ -30,7 +30,8 @@ from fractions import Fraction
 from typing import Any, Iterable
 
 from services.shared.contract import Event
-from services.shared.money import format_ore
+from services.shared.dates import format_date_nb
+from services.shared.money import format_nok, format_ore
 
 PV_METHOD = "milestone_due_date"
 TIME_METHOD = "earned_schedule_ieac_t_pf_spi_t"
@@ -241,7 +242,8 @@ class Reason:
     code: str          # time_tolerance | cost_tolerance | milestone_overdue | kpi_threshold | gate_missing
     dimension: str     # time | cost | gate
     level: str         # warning | critical
-    message: str
+    message: str       # Norwegian, as finance staff read it ("9 500 000,00 kr", "1. mars 2026")
+    message_en: str    # the same in English (what `message` said before)
     subject: str = ""  # milestone or indicator the reason is about
 
     @property
@@ -355,6 +357,92 @@ def _kpi_passes(value: Decimal, op: str, threshold: Decimal) -> bool:
     return {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold, "<": value < threshold}[op]
 
 
+# --- reasons: Norwegian for finance staff, the English beside it ---------------------------------
+
+KPI_OPS_NB = {">=": "minst", "<=": "høyst", ">": "over", "<": "under"}
+
+GATE_DECIDED_TO_ADJUST = Reason(
+    "gate_decision", "gate", "critical",
+    "porten besluttet justering (juster): venter på ny basisplan (plan_justert)",
+    "the gate decided to adjust (juster): waiting for a new baseline (plan_justert)")
+
+
+def _days_nb(days: int) -> str:
+    return f"{days} dag" if abs(days) == 1 else f"{days} dager"
+
+
+def _decimal_nb(text: str) -> str:
+    """A KPI value or threshold ("0.62") with the decimal comma ("0,62")."""
+    return text.replace(".", ",")
+
+
+def time_reason(level: str, forecast_finish: date, planned_finish: date, variance_days: int,
+                tolerance: dict) -> Reason:
+    warning, critical = tolerance["warning"], tolerance["critical"]
+    return Reason(
+        "time_tolerance", "time", level,
+        f"prognosert ferdigdato {format_date_nb(forecast_finish)} er {_days_nb(variance_days)} etter planlagt "
+        f"ferdigdato {format_date_nb(planned_finish)} (toleranse: varsel {warning}, kritisk {critical} dager)",
+        f"forecast finish {forecast_finish.isoformat()} is {variance_days} days after planned finish "
+        f"{planned_finish.isoformat()} (tolerance: warning {warning}, critical {critical} days)")
+
+
+def cost_reason(level: str, eac_ore: int, variance_ore: int, bac_ore: int, tolerances: dict) -> Reason:
+    pct = tolerances["cost_pct"]
+    nok = tolerances.get("cost_ore")
+    tolerance_nb = f"varsel {pct['warning']} %, kritisk {pct['critical']} %"
+    tolerance_en = f"warning {pct['warning']} %, critical {pct['critical']} %"
+    if nok:
+        tolerance_nb += f"; varsel {format_nok(nok['warning'])}, kritisk {format_nok(nok['critical'])}"
+        tolerance_en += f"; warning {format_ore(nok['warning'])} NOK, critical {format_ore(nok['critical'])} NOK"
+    return Reason(
+        "cost_tolerance", "cost", level,
+        f"prognosert kostnad ved ferdigstillelse {format_nok(eac_ore)} er {format_nok(variance_ore)} over "
+        f"planlagt {format_nok(bac_ore)} (toleranse: {tolerance_nb})",
+        f"forecast cost at completion {format_ore(eac_ore)} NOK is {format_ore(variance_ore)} NOK over "
+        f"the planned {format_ore(bac_ore)} NOK (tolerance: {tolerance_en})")
+
+
+def milestone_reasons(required: list[dict], today: date, at_gate: bool) -> list[Reason]:
+    """A required milestone not done: overdue once its due date has passed, missing at the gate."""
+    reasons = []
+    for m in required:
+        if m["state"] == "fullført":
+            continue
+        due = date.fromisoformat(m["due"])
+        if due < today:
+            reasons.append(Reason(
+                "milestone_overdue", "gate", "critical",
+                f"påkrevd milepæl {m['milestone_id']} ({m['name']}) skulle vært fullført {format_date_nb(due)} "
+                f"og er ikke fullført",
+                f"required milestone {m['milestone_id']} ({m['name']}) was due {due.isoformat()} and is not done",
+                m["milestone_id"]))
+        elif at_gate:
+            reasons.append(Reason(
+                "gate_missing", "gate", "critical",
+                f"påkrevd milepæl {m['milestone_id']} er ikke fullført ved porten",
+                f"required milestone {m['milestone_id']} is not done at the gate", m["milestone_id"]))
+    return reasons
+
+
+def kpi_reasons(criteria: list[dict], measured: dict[str, dict]) -> list[Reason]:
+    """Gate criteria on indicators: each must be measured and pass its threshold."""
+    reasons = []
+    for kpi in criteria:
+        name, value = kpi["indicator"], measured.get(kpi["indicator"], {}).get("value")
+        if value is None:
+            reasons.append(Reason("kpi_threshold", "gate", "critical",
+                                  f"indikator {name} er ikke målt ved porten",
+                                  f"indicator {name} has not been measured at the gate", name))
+        elif not _kpi_passes(Decimal(value), kpi["op"], Decimal(kpi["threshold"])):
+            reasons.append(Reason(
+                "kpi_threshold", "gate", "critical",
+                f"indikator {name} = {_decimal_nb(value)}, porten krever {KPI_OPS_NB[kpi['op']]} "
+                f"{_decimal_nb(kpi['threshold'])}",
+                f"indicator {name} = {value}, gate requires {kpi['op']} {kpi['threshold']}", name))
+    return reasons
+
+
 def evaluate(stage: dict, facts: StageFacts, today: date) -> StageVerdict:
     """Earned value, Earned Schedule, cost forecast, tolerances and gate criteria for one stage."""
     start = date.fromisoformat(stage["planned_start"])
@@ -419,47 +507,22 @@ def evaluate(stage: dict, facts: StageFacts, today: date) -> StageVerdict:
 
     reasons: list[Reason] = []
     if time_level:
-        reasons.append(Reason(
-            "time_tolerance", "time", LEVEL_NAMES[time_level],
-            f"forecast finish {forecast_finish.isoformat()} is {schedule_variance_days} days after planned finish "
-            f"{finish.isoformat()} (tolerance: warning {tol['time_days']['warning']}, critical {tol['time_days']['critical']} days)"))
+        reasons.append(time_reason(LEVEL_NAMES[time_level], forecast_finish, finish, schedule_variance_days,
+                                   tol["time_days"]))
     if cost_level:
-        reasons.append(Reason(
-            "cost_tolerance", "cost", LEVEL_NAMES[cost_level],
-            f"forecast cost at completion {format_ore(eac)} NOK is {format_ore(cost_variance)} NOK over "
-            f"the planned {format_ore(bac)} NOK (tolerance: warning {tol['cost_pct']['warning']} %, "
-            f"critical {tol['cost_pct']['critical']} %)"))
+        reasons.append(cost_reason(LEVEL_NAMES[cost_level], eac, cost_variance, bac, tol))
     required = set(stage["gate"]["required_milestones"]) | {m["milestone_id"] for m in milestones if m["required"]}
     at_gate = complete or today > finish  # the gate is at the end of the planned finish day
-    for m in milestones:
-        if m["milestone_id"] not in required or m["state"] == "fullført":
-            continue
-        due = date.fromisoformat(m["due"])
-        if due < today:
-            reasons.append(Reason("milestone_overdue", "gate", "critical",
-                                  f"required milestone {m['milestone_id']} ({m['name']}) was due {due.isoformat()} "
-                                  f"and is not done", m["milestone_id"]))
-        elif at_gate:
-            reasons.append(Reason("gate_missing", "gate", "critical",
-                                  f"required milestone {m['milestone_id']} is not done at the gate", m["milestone_id"]))
+    reasons += milestone_reasons([m for m in milestones if m["milestone_id"] in required], today, at_gate)
     if at_gate:
-        for kpi in stage["gate"]["kpis"]:
-            measured = stage["kpis"].get(kpi["indicator"])
-            if measured is None:
-                reasons.append(Reason("kpi_threshold", "gate", "critical",
-                                      f"indicator {kpi['indicator']} has not been measured at the gate", kpi["indicator"]))
-            elif not _kpi_passes(Decimal(measured["value"]), kpi["op"], Decimal(kpi["threshold"])):
-                reasons.append(Reason("kpi_threshold", "gate", "critical",
-                                      f"indicator {kpi['indicator']} = {measured['value']}, gate requires "
-                                      f"{kpi['op']} {kpi['threshold']}", kpi["indicator"]))
+        reasons += kpi_reasons(stage["gate"]["kpis"], stage["kpis"])
 
     decision = stage["decision"]
     if decision in ("stopp", "videre"):
         # The gate has decided: the stage is closed and no longer raises adjustments.
         reasons = []
     elif decision == "juster":
-        reasons.append(Reason("gate_decision", "gate", "critical",
-                              "the gate decided to adjust (juster): waiting for a new baseline (plan_justert)"))
+        reasons.append(GATE_DECIDED_TO_ADJUST)
     if decision == "stopp":
         status = "stoppet"
     elif decision == "videre":
@@ -555,6 +618,16 @@ def _justering_event(state: dict, stage: dict, verdict: StageVerdict, seq: int, 
     }
 
 
+def cleared_reason(new_baseline_version: int | None, decision: str | None) -> Reason:
+    """Why an active justering ends: a new baseline, the gate closed the stage, or back inside tolerance."""
+    if new_baseline_version is not None:
+        return Reason("cleared", "", "", f"planlagt på nytt: basisplan versjon {new_baseline_version}",
+                      f"re-planned: baseline version {new_baseline_version}")
+    if decision in ("stopp", "videre"):
+        return Reason("cleared", "", "", "trinnet er avsluttet ved porten", "stage closed at the gate")
+    return Reason("cleared", "", "", "tilbake innenfor toleransen", "back inside tolerance")
+
+
 def reconcile(reform_state: dict, totals: dict[str, dict], today: date, now: datetime
               ) -> tuple[dict, list[dict], dict[str, StageVerdict]]:
     """Evaluate every stage; return the new state, the justering events to emit and the verdicts.
@@ -575,12 +648,10 @@ def reconcile(reform_state: dict, totals: dict[str, dict], today: date, now: dat
         signature = verdict.signature
         version = stage["baseline_version"]
         if alert["active"] and (alert["baseline_version"] != version or not signature):
-            reason = ("re-planned: baseline version %d" % version if alert["baseline_version"] != version
-                      else "stage closed at the gate" if stage["decision"] in ("stopp", "videre")
-                      else "back inside tolerance")
+            reason = cleared_reason(version if alert["baseline_version"] != version else None, stage["decision"])
             alert["seq"] += 1
             events.append(_justering_event(state, stage, verdict, alert["seq"], "cleared", alert["signature"],
-                                           [{"code": "cleared", "dimension": "", "level": "", "message": reason}], now))
+                                           [asdict(reason)], now))
             alert.update(active=False, signature=[], baseline_version=version)
         if signature and (not alert["active"] or alert["signature"] != signature):
             alert["seq"] += 1

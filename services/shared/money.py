@@ -77,9 +77,23 @@ def format_ore(amount_ore: int) -> str:
     return f"{sign}{kroner}.{ore:02d}"
 
 
+# The one space for people's numbers: U+00A0 NO-BREAK SPACE, as Norwegian Excel, Windows' nb-NO
+# locale and CLDR's nb write thousands and "kr" (so an amount never breaks across lines and pastes
+# into Excel as a number). The tabular reader accepts it, the ordinary and the narrow no-break space.
+READABLE_SPACE = "\u00a0"
+
+
 def format_ore_readable(amount_ore: int) -> str:
-    """Render øre for people: Norwegian thousands spacing and a decimal comma."""
+    """Render øre for people: Norwegian thousands spacing and a decimal comma ("-1 234 567,89")."""
     sign = "-" if amount_ore < 0 else ""
     kroner, ore = divmod(abs(amount_ore), ORE_PER_NOK)
-    grouped = f"{kroner:,}".replace(",", "\u00a0")
+    grouped = f"{kroner:,}".replace(",", READABLE_SPACE)
     return f"{sign}{grouped},{ore:02d}"
+
+
+def format_nok(amount_ore: int) -> str:
+    """Render øre as finance staff read NOK in running text: "9 500 000,00 kr", "-1 205,00 kr".
+
+    A minus is the ASCII hyphen-minus: what Excel nb-NO writes and reads back as negative.
+    """
+    return f"{format_ore_readable(amount_ore)}{READABLE_SPACE}kr"

@@ -168,6 +168,8 @@ class DeadLetters:
             body = body[:DEAD_LETTER_MAX_BYTES]
         headers = ((DEAD_LETTER_REASON_HEADER, reason[:4000].encode("utf-8", "replace")),
                    (DEAD_LETTER_SOURCE_HEADER, self.service.encode("utf-8")))
+        log.warning("dead letter (%s): %s", rejection.label, reason[:500],
+                    extra={"reason": rejection.label, "key": (key or b"").decode("utf-8", "replace")[:200]})
         return Record(self.topic, key, body, headers)
 
 

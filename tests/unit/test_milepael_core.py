@@ -233,7 +233,8 @@ def test_back_inside_tolerance_clears_and_escalation_emits_new_event():
     assert [(e["data"]["state"], e["data"]["level"]) for e in events] == [("required", "critical")]
     state, events, verdicts = core.reconcile(state, totals(50_000_000), today, NOW)
     assert [e["data"]["state"] for e in events] == ["cleared"]
-    assert "back inside tolerance" in events[0]["data"]["reasons"][0]["message"]
+    cleared = events[0]["data"]["reasons"][0]
+    assert (cleared["message"], cleared["message_en"]) == ("tilbake innenfor toleransen", "back inside tolerance")
     assert not verdicts["s1"].adjustment_required
 
 
@@ -248,6 +249,57 @@ def test_kpi_gate_criterion_is_checked_at_the_gate():
     state = core.apply(state, ev("indikator_malt", "BFD", {
         "reform_id": "R1", "stage_id": "s1", "indicator": "andel_kommuner", "value": "0.85", "ministry": "BFD"}))
     assert not core.evaluate(state["stages"][0], core.StageFacts(0), date(2026, 2, 2)).reasons
+
+
+NBSP = "\u00a0"  # the project's one space in readable numbers (services.shared.money.READABLE_SPACE)
+
+
+def test_justering_reasons_read_as_finance_staff_read_them_with_the_english_beside():
+    """The worked example at BAC 9 500 000 NOK: EV = 2 375 000, AC = 7 600 000, CPI = 0.3125,
+    EAC = 30 400 000 NOK (+20 900 000); forecast finish 2026-05-01, 20 days late; B overdue."""
+    state = done(registered(stage_plan(bac_nok="9500000.00")), "A", date(2026, 1, 21))
+    state, events, verdicts = core.reconcile(state, totals(760_000_000), date(2026, 3, 2), NOW)
+    nok = lambda text: text.replace(" ", NBSP)  # noqa: E731 - the expected texts, written with plain spaces
+    expected = {
+        "time_tolerance": ("prognosert ferdigdato 1. mai 2026 er 20 dager etter planlagt ferdigdato 11. april 2026 "
+                           "(toleranse: varsel 10, kritisk 30 dager)",
+                           "forecast finish 2026-05-01 is 20 days after planned finish 2026-04-11 "
+                           "(tolerance: warning 10, critical 30 days)"),
+        "cost_tolerance": ("prognosert kostnad ved ferdigstillelse " + nok("30 400 000,00 kr") + " er "
+                           + nok("20 900 000,00 kr") + " over planlagt " + nok("9 500 000,00 kr")
+                           + " (toleranse: varsel 10 %, kritisk 25 %)",
+                           "forecast cost at completion 30400000.00 NOK is 20900000.00 NOK over the planned "
+                           "9500000.00 NOK (tolerance: warning 10 %, critical 25 %)"),
+        "milestone_overdue": ("påkrevd milepæl B (Milepæl B) skulle vært fullført 20. februar 2026 og er ikke fullført",
+                              "required milestone B (Milepæl B) was due 2026-02-20 and is not done"),
+    }
+    [event] = events
+    assert {r["code"]: (r["message"], r["message_en"]) for r in event["data"]["reasons"]} == expected
+    # The read model and GET /v1/reforms/{id} carry the same texts.
+    view = core.reform_view(state, verdicts, [event])
+    assert {r["code"]: (r["message"], r["message_en"])
+            for r in view["stages"][0]["adjustment"]["reasons"]} == expected
+
+
+def test_gate_reasons_in_norwegian_use_the_decimal_comma():
+    kpi = {"indicator": "andel_kommuner", "op": ">=", "threshold": "0.8"}
+    plan = stage_plan(milestones=[("A", 1, date(2026, 2, 1)), ("B", 1, date(2026, 2, 1))], kpis=[kpi],
+                      time_days=(300, 400), required=["A"])
+    state = done(registered(plan), "B", date(2026, 2, 1))
+    state = core.apply(state, ev("indikator_malt", "BFD", {
+        "reform_id": "R1", "stage_id": "s1", "indicator": "andel_kommuner", "value": "0.65", "ministry": "BFD"}))
+    verdict = core.evaluate(state["stages"][0], core.StageFacts(0), FINISH + timedelta(days=1))  # at the gate
+    assert [(r.message, r.message_en) for r in verdict.reasons] == [
+        ("påkrevd milepæl A (Milepæl A) skulle vært fullført 1. februar 2026 og er ikke fullført",
+         "required milestone A (Milepæl A) was due 2026-02-01 and is not done"),
+        ("indikator andel_kommuner = 0,65, porten krever minst 0,8",
+         "indicator andel_kommuner = 0.65, gate requires >= 0.8")]
+
+
+def test_cleared_reasons_say_why_in_both_languages():
+    assert (core.cleared_reason(2, "juster").message, core.cleared_reason(2, "juster").message_en) == (
+        "planlagt på nytt: basisplan versjon 2", "re-planned: baseline version 2")
+    assert core.cleared_reason(None, "stopp").message == "trinnet er avsluttet ved porten"
 
 
 def test_reported_delay_pushes_the_forecast():

@@ -3,6 +3,7 @@ what each message becomes (state, justering records, read-model rows, dead lette
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date, datetime, timezone
 
 import pytest
@@ -135,6 +136,18 @@ def test_registration_writes_state_and_picture_and_an_unchanged_tick_writes_noth
     assert json.loads(record.value)["data"]["state"] == "required"
     assert step.on_tick(late, b"R1", state, 2) == []  # exactly once: the condition is in the state now
     assert step.on_tick(late, b"R1", FakeState(), 2) == []  # a tick for an unknown reform does nothing
+
+
+def test_a_justering_is_one_log_record_with_its_event_id_and_reasons(caplog):
+    step, state = _step(), FakeState()
+    step.on_reform_event(_registration(), b"R1", state, 2)
+    late = Tick(datetime(2026, 3, 2, 8, tzinfo=timezone.utc), "clock").to_bytes()
+    with caplog.at_level(logging.WARNING, logger="reformspor.milepael"):
+        [record] = [o for o in step.on_tick(late, b"R1", state, 2) if isinstance(o, Record)]
+    event = json.loads(record.value)
+    [logged] = [r for r in caplog.records if r.name == "reformspor.milepael"]
+    assert (logged.event_id, logged.reform_id, logged.stage_id, logged.state) == (event["id"], "R1", "s1", "required")
+    assert logged.reason == "; ".join(r["message_en"] for r in event["data"]["reasons"]) and logged.reason
 
 
 def test_domain_rejection_and_bad_ticks_are_dead_lettered():

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from services.shared.jsonio import loads_strict
-from services.shared.money import MAX_ABS_ORE, MoneyError, format_ore, format_ore_readable, parse_nok_to_ore
+from services.shared.money import (MAX_ABS_ORE, MoneyError, format_nok, format_ore, format_ore_readable,
+                                   parse_nok_to_ore)
 
 
 @given(st.integers(min_value=-MAX_ABS_ORE, max_value=MAX_ABS_ORE))
@@ -45,6 +46,15 @@ def test_refused_forms_say_why(value, reason):
 
 def test_readable_format_uses_norwegian_separators():
     assert format_ore_readable(-123456789) == "-1\u00a0234\u00a0567,89"
+
+
+@pytest.mark.parametrize("amount_ore, text", [
+    (950_000_000, "9 500 000,00 kr"), (-120_500, "-1 205,00 kr"), (5, "0,05 kr"), (0, "0,00 kr"),
+    (50_000_000_000_000, "500 000 000 000,00 kr"),
+])
+def test_nok_as_finance_staff_read_it(amount_ore, text):
+    # One space throughout: U+00A0 NO-BREAK SPACE, in the thousands and before "kr".
+    assert format_nok(amount_ore) == text.replace(" ", "\u00a0")
 
 
 @pytest.mark.parametrize(
