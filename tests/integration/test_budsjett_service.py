@@ -133,5 +133,5 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
     assert replayed["totals"] == {k: v for k, v in line["totals"].items() if k.endswith("_ore")}
     status_code, listing = get_json(f"{base}/v1/lines")
     table = render_status(listing)
-    assert "1\u00a0250\u00a0000,00" in table and "overcommitted" in table
+    assert "1\u00a0250\u00a0000,00" in table and "overforpliktet" in table
     assert "no catalogue loaded" in table
