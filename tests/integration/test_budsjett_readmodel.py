@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import create_engine
 
 from services.budsjett import core
 from services.budsjett.readmodel import ReadModel
@@ -45,7 +46,8 @@ def test_read_model_is_idempotent_and_matches_the_ledger(db_url):
     assert list(model.lines("ung-1")) == ["ung-1"] and model.line_count() == 2
     for line_id, line in core.lines_in(store).items():
         expected = core.line_totals(line)["cells"]
-        stored = [{k: c[k] for k in ("ministry", "phase", *core.TOTAL_FIELDS)} for c in model.cells(line_id)]
+        stored = [{k: c[k] for k in ("ministry", "phase", "fiscal_year", *core.TOTAL_FIELDS)}
+                  for c in model.cells(line_id)]
         assert stored == expected
         far_future = datetime(2100, 1, 1, tzinfo=timezone.utc)
         assert model.cells_as_of(line_id, far_future) == expected
@@ -59,3 +61,41 @@ def test_read_model_is_idempotent_and_matches_the_ledger(db_url):
     kd = next(c for c in model.cells("0-24") if c["ministry"] == "KD")
     assert kd["overcommitted"] is True and model.flags("0-24")[0]["flag"] == "overcommitted"
     model.close()
+
+
+def test_years_are_separate_cells_in_the_read_model_and_its_audit_trail(db_url):
+    events = [
+        bevilget("b26", "0-24", "BFD", "utredning", "1250000.00", year=2026),
+        bevilget("b27", "0-24", "BFD", "utredning", "3000000.00", year=2027),
+        utbetalt("u27", "0-24", "BFD", "utredning", "100.00", year=2027),
+        ev("korrigert", "BFD", {"line_id": "0-24", "corrects_id": "b26", "reason": "feil år"}, "k1", minutes=30),
+    ]
+    store: dict = {}
+    model = ReadModel(db_url)
+    batch = model.new_batch()
+    for offset, message in enumerate(events):
+        batch.add(core.process(store, offset, message), message, 0, offset)
+    model.write(batch)
+    by_year = {c["fiscal_year"]: c for c in model.cells("0-24")}
+    assert by_year[2026]["bevilget_ore"] == 0 and by_year[2027]["bevilget_ore"] == 300000000
+    assert by_year[2027]["disponibelt_ore"] == 300000000 - 10000
+    assert model.lines("0-24") == {"0-24": {**store["line:0-24"], "last_offset": core.NEVER}}
+    far_future = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    assert [c["fiscal_year"] for c in model.cells_as_of("0-24", far_future, 2027)] == [2027]
+    before_fix = model.cells_as_of("0-24", T0.replace(minute=5), 2026)
+    assert [c["bevilget_ore"] for c in before_fix] == [125000000]
+    trail = {e["event_id"]: e for e in model.events("0-24")}
+    assert trail["k1"]["fiscal_year"] == 2026  # a correction reverses in the year of the original
+    assert [d["fiscal_year"] for d in trail["u27"]["deltas"]] == [2027]
+    model.close()
+
+
+def test_a_read_model_from_before_the_year_layout_is_refused_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE budsjett_cell (line_id TEXT, ministry TEXT, phase TEXT, "
+                                   "PRIMARY KEY (line_id, ministry, phase))")
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="from before cells had a fiscal year: rebuild it"):
+        ReadModel(url)
