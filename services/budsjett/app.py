@@ -281,13 +281,16 @@ def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = Non
             stored = line["cells"][core.cell_key(cell["ministry"], cell["phase"], cell["fiscal_year"])]
             cell.update(overcommitted=stored["overcommitted"], overspent=stored["overspent"],
                         overslagsbevilgning=stored["overslagsbevilgning"], kan_overfores=stored["kan_overfores"],
-                        funding_posts=stored["funding_posts"])
+                        funding_posts=stored["funding_posts"], carry_rule=stored["carry_rule"])
     groups = core.rollups(cells)
     document = {
         "line_id": line["line_id"],
         "last_event_time": line.get("last_event_time"),
         "updated_at": line.get("updated_at"),
         "events_applied": line.get("events"),
+        # fiscal year -> the årsavslutning that closed it; carry_rule on a cell names the rule behind its
+        # overfort_inn_ore / bortfalt_ore (yearend.CarryRule)
+        "closed_years": line.get("closed_years", {}),
         "totals": with_nok(core.sum_amounts(cells)),
         "cells": [with_nok(cell) for cell in cells],
         **{name: {k: with_nok(v) for k, v in groups[name].items()} for name in ROLLUPS},

@@ -25,6 +25,16 @@ from typing import Any, Protocol
 import orjson
 
 from services.budsjett.catalogue import Catalogue
+from services.budsjett.yearend import (
+    CellYear,
+    Closing,
+    ClosingOutcome,
+    PostTerms,
+    YearStatus,
+    booking_refusal,
+    close_cell,
+    decide_closing,
+)
 from services.shared.contract import (
     EVENT_ID_RULE,
     IDENTIFIER_RULE,
@@ -42,7 +52,9 @@ from services.shared.jsonio import dumps_compact, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.money import MAX_ABS_ORE
 
-AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore")
+# What the year-end closing of the year before carried in and let lapse: figures of their own, never bevilget.
+CARRY_FIELDS = ("overfort_inn_ore", "bortfalt_ore")
+AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore") + CARRY_FIELDS
 TOTAL_FIELDS = AMOUNT_FIELDS + ("disponibelt_ore",)
 # Internal kind: the credit side of an omdisponert between lines, sent by the
 # debited line's worker to the target line (never published by ministries).
@@ -191,8 +203,9 @@ def rfc3339(moment: datetime) -> str:
 # --- records --------------------------------------------------------------------
 
 def new_line(line_id: str) -> dict[str, Any]:
+    # closed_years: fiscal year (text) -> the closing that closed it (event_id, closed_by, closed_at)
     return {"line_id": line_id, "last_offset": NEVER, "cells": {}, "last_event_time": None, "updated_at": None,
-            "events": 0}
+            "events": 0, "closed_years": {}}
 
 
 def copy_line(line: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +220,7 @@ def copy_line(line: dict[str, Any]) -> dict[str, Any]:
 
 def new_cell() -> dict[str, Any]:
     return {**{name: 0 for name in AMOUNT_FIELDS}, "overcommitted": False, "overspent": False,
-            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False}
+            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False, "carry_rule": None}
 
 
 def cell_key(ministry: str, phase: str, fiscal_year: int) -> str:
@@ -221,8 +234,16 @@ def split_cell_key(key: str) -> tuple[str, str, int]:
 
 
 def effect_fiscal_year(effect: list[list[Any]]) -> int:
-    """The fiscal year of an applied event's effect (every effect books to one year and has a cell entry)."""
+    """The fiscal year of a booking's effect (a booking books to one year and has a cell entry)."""
     return next(entry[3] for entry in effect if entry[0] == "cell")
+
+
+def event_fiscal_year(message: "Message", effect: list[list[Any]]) -> int:
+    """The year an applied message is about: its own fiscal_year, or (a korrigert) the original's."""
+    if isinstance(message, Transfer):
+        return message.fiscal_year
+    year = getattr(message.data, "fiscal_year", None)
+    return effect_fiscal_year(effect) if year is None else year
 
 
 def is_fiscal_year(value: object) -> bool:
@@ -237,13 +258,18 @@ def parse_fiscal_year(text: str) -> int | None:
     return year if is_fiscal_year(year) else None
 
 
+def available_ore(cell: dict[str, Any]) -> int:
+    """The year's money: bevilget + omdisponert + what the previous year's closing carried in."""
+    return cell["bevilget_ore"] + cell["omdisponert_ore"] + cell["overfort_inn_ore"]
+
+
 def disponibelt(cell: dict[str, Any]) -> int:
-    """bevilget + omdisponert − outstanding commitments − paid (payments against a commitment drew it down)."""
-    return cell["bevilget_ore"] + cell["omdisponert_ore"] - cell["forpliktet_ore"] - cell["utbetalt_ore"]
+    """available − outstanding commitments − paid (payments against a commitment drew it down)."""
+    return available_ore(cell) - cell["forpliktet_ore"] - cell["utbetalt_ore"]
 
 
 def cell_flags(cell: dict[str, Any]) -> dict[str, bool]:
-    available = cell["bevilget_ore"] + cell["omdisponert_ore"]
+    available = available_ore(cell)
     return {
         "overcommitted": cell["forpliktet_ore"] + cell["utbetalt_ore"] > available,
         # An overslagsbevilgning is an estimate that may legally be exceeded.
@@ -319,9 +345,14 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
     line_id = line["line_id"]
     extra: dict[str, Any] = {}
     if kind == TRANSFER_KIND:
+        # The other half of an omdisponert already applied on its line: applied even to a closed year, since
+        # refusing it would lose the money the debit took (both sides or neither).
         return [["cell", message.ministry, message.phase, message.fiscal_year, "omdisponert_ore",
                  message.amount_ore]], extra
     data = message.data
+    if kind == "arsavslutning":
+        return _closing_effect(line, message, catalogue)
+    _refuse_closed_year(store, line, message)
     if kind == "bevilget":
         _check_post(catalogue, data.fiscal_year, data.kap, data.post, data.ministry)
         extra["funding_post"] = f"{data.kap}.{data.post}"
@@ -374,7 +405,7 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
             raise Rejected(f"corrects_id {data.corrects_id} is unknown: no such event was applied")
         if original["line_id"] != line_id:
             raise Rejected(f"corrects_id {data.corrects_id} was applied to line {original['line_id']}, not {line_id}")
-        if original["kind"] in ("korrigert", TRANSFER_KIND):
+        if original["kind"] in ("korrigert", TRANSFER_KIND, "arsavslutning"):
             raise Rejected(f"corrects_id {data.corrects_id} is a {original['kind']} event, which cannot be corrected")
         if original["source_ministry"] != message.source_ministry:
             raise Rejected(f"event {data.corrects_id} was published by {original['source_ministry']}; "
@@ -384,6 +415,79 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
         extra["corrects_id"] = data.corrects_id
         return [[entry[0], *entry[1:-1], -entry[-1]] for entry in original["effect"]], extra
     raise Rejected(f"unsupported kind {kind}")
+
+
+def _closing_of(line: dict[str, Any], fiscal_year: int) -> Closing | None:
+    stored = line.get("closed_years", {}).get(str(fiscal_year))
+    if stored is None:
+        return None
+    return Closing(event_id=stored["event_id"], line_id=line["line_id"], fiscal_year=fiscal_year,
+                   closed_by=stored["closed_by"], closed_at=datetime.fromisoformat(stored["closed_at"].replace("Z", "+00:00")))
+
+
+def _refuse_closed_year(store: Store, line: dict[str, Any], message: Event) -> None:
+    """After a year's closing, nothing is booked to it: not a new event, not a correction of an old one."""
+    year = getattr(message.data, "fiscal_year", None)
+    if message.kind == "korrigert":
+        original = store.get(f"id:{message.data.corrects_id}")
+        year = effect_fiscal_year(original["effect"]) if original and original["kind"] != "arsavslutning" else None
+    if year is None:
+        return
+    refusal = booking_refusal(YearStatus(line["line_id"], year, _closing_of(line, year)))
+    if refusal is not None:
+        raise Rejected(refusal.reason)
+
+
+def _funders(line: dict[str, Any], fiscal_year: int) -> frozenset[str]:
+    """The ministries that granted money to the line in a year."""
+    return frozenset(split_cell_key(key)[0] for key, cell in line["cells"].items()
+                     if split_cell_key(key)[2] == fiscal_year and (cell["bevilget_ore"] or cell["funding_posts"]))
+
+
+def _post_terms(catalogue: Catalogue | None, fiscal_year: int, cell: dict[str, Any]) -> PostTerms:
+    """The carry-over terms of the post that funded a cell: the catalogue's stikkord, else the cell's own flags."""
+    if len(cell["funding_posts"]) != 1:
+        # Several posts would be closed per post, which needs per-post figures the ledger does not keep; without a
+        # post there is no rule that lets money carry. Either way the main rule (§ 3) applies: it lapses.
+        return PostTerms(post=0)
+    kap, post = (int(part) for part in cell["funding_posts"][0].split("."))
+    item = catalogue.get(fiscal_year, kap, post) if catalogue is not None and catalogue.loaded else None
+    if item is not None:
+        return PostTerms.of(item)
+    flags = (("kan overføres", cell["kan_overfores"]), ("overslagsbevilgning", cell["overslagsbevilgning"]))
+    return PostTerms(post=post, stikkord=", ".join(word for word, on in flags if on))
+
+
+def _closing_effect(line: dict[str, Any], message: Event,
+                    catalogue: Catalogue | None) -> tuple[list[list[Any]], dict[str, Any]]:
+    """An årsavslutning: each of the year's cells carries or lapses into the next year (yearend.close_cell:
+    Bevilgningsreglementet § 5 and R-110); refused unless FIN or the year's sole funder closes (decide_closing)."""
+    year, line_id = message.data.fiscal_year, line["line_id"]
+    request = Closing(event_id=message.id, line_id=line_id, fiscal_year=year, closed_by=message.source_ministry,
+                      closed_at=message.time)
+    decision = decide_closing(YearStatus(line_id, year, _closing_of(line, year)), request, _funders(line, year))
+    if decision.outcome is ClosingOutcome.REFUSED:
+        raise Rejected(decision.reason)
+    if decision.outcome is ClosingOutcome.ALREADY_CLOSED:
+        return [], {}
+    effect: list[list[Any]] = []
+    rules: dict[str, str] = {}
+    for key, cell in sorted(line["cells"].items()):
+        ministry, phase, cell_year = split_cell_key(key)
+        if cell_year != year:
+            continue
+        previous = line["cells"].get(cell_key(ministry, phase, year - 1))
+        figures = CellYear(bevilget_ore=cell["bevilget_ore"], omdisponert_ore=cell["omdisponert_ore"],
+                           forpliktet_ore=cell["forpliktet_ore"], utbetalt_ore=cell["utbetalt_ore"],
+                           previous_year_appropriation_ore=0 if previous is None
+                           else previous["bevilget_ore"] + previous["omdisponert_ore"],
+                           carried_in_ore=cell["overfort_inn_ore"])
+        carry = close_cell(figures, _post_terms(catalogue, year, cell))
+        effect += [["cell", ministry, phase, year + 1, "overfort_inn_ore", carry.carried_ore],
+                   ["cell", ministry, phase, year + 1, "bortfalt_ore", carry.lapsed_ore]]
+        rules[cell_key(ministry, phase, year + 1)] = carry.rule.value
+    closing = {"event_id": message.id, "closed_by": message.source_ministry, "closed_at": rfc3339(message.time)}
+    return effect, {"closing": (year, closing), "carry_rules": rules}
 
 
 def _reallocation_effect(data: Any, line_id: str) -> list[list[Any]]:
@@ -516,6 +620,11 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
             if cell is not None and key not in before_flags:
                 before_flags[key] = {name: cell[name] for name in FLAGS}
     touched = apply_effect_to_line(line, effect, extra)
+    if "closing" in extra:
+        year, closing = extra["closing"]
+        line["closed_years"] = {**line.get("closed_years", {}), str(year): closing}
+        for key, rule in extra["carry_rules"].items():
+            line["cells"][key]["carry_rule"] = rule  # copied on write by apply_effect_to_line: every key was touched
     for ministry, phase, year in sorted(touched):
         key = cell_key(ministry, phase, year)
         cell = line["cells"][key]

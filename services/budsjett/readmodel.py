@@ -55,6 +55,8 @@ class BudsjettEffect(SQLModel, table=True):
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
 
 
 class BudsjettCell(SQLModel, table=True):
@@ -67,12 +69,15 @@ class BudsjettCell(SQLModel, table=True):
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
     overcommitted: bool = False
     overspent: bool = False
     overslagsbevilgning: bool = False
     kan_overfores: bool = False
     funding_posts: str = ""
+    carry_rule: str | None = Field(default=None, max_length=40)
 
 
 class BudsjettLine(SQLModel, table=True):
@@ -81,6 +86,7 @@ class BudsjettLine(SQLModel, table=True):
     events: int = 0
     last_event_time: datetime | None = None
     updated_at: datetime | None = None
+    closed_years: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON: year -> closing
 
 
 class BudsjettFlag(SQLModel, table=True):
@@ -97,6 +103,8 @@ class BudsjettFlag(SQLModel, table=True):
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
 
 
@@ -137,7 +145,8 @@ def _cell_record(row: Any) -> dict[str, Any]:
     """A budsjett_cell row as the core's cell record."""
     return {**{name: row[name] for name in core.AMOUNT_FIELDS}, "overcommitted": bool(row["overcommitted"]),
             "overspent": bool(row["overspent"]), "funding_posts": row["funding_posts"].split(),
-            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"])}
+            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"]),
+            "carry_rule": row["carry_rule"]}
 
 
 def _column_names(model: Any) -> tuple[str, ...]:
@@ -182,7 +191,7 @@ class Batch:
         corrects_id = getattr(getattr(message, "data", None), "corrects_id", None)
         event_row = {"event_id": message.id, "line_id": outcome.line_id, "kind": message.kind,
                      "source_ministry": message.source_ministry,
-                     "fiscal_year": core.effect_fiscal_year(outcome.effect), "time": time, "partition": partition,
+                     "fiscal_year": core.event_fiscal_year(message, outcome.effect), "time": time, "partition": partition,
                      "kafka_offset": offset, "corrects_id": corrects_id, "corrected_by": None,
                      "payload": payload, "recorded_at": self.recorded_at}
         self.events.append(tuple(event_row[c] for c in EVENT_COLUMNS))
@@ -209,7 +218,8 @@ class Batch:
         for line_id, line in self.lines.items():
             row = {"line_id": line_id, "events": line["events"],
                    "last_event_time": self.bind_time(_parse_time(line["last_event_time"])),
-                   "updated_at": self.bind_time(_parse_time(line["updated_at"]))}
+                   "updated_at": self.bind_time(_parse_time(line["updated_at"])),
+                   "closed_years": json.dumps(line.get("closed_years", {}), sort_keys=True)}
             line_rows.append(tuple(row[c] for c in LINE_COLUMNS))
             for key, cell in line["cells"].items():
                 ministry, phase, year = core.split_cell_key(key)
@@ -217,7 +227,7 @@ class Batch:
                        **{n: cell[n] for n in core.AMOUNT_FIELDS}, "disponibelt_ore": core.disponibelt(cell),
                        "overcommitted": cell["overcommitted"], "overspent": cell["overspent"],
                        "overslagsbevilgning": cell["overslagsbevilgning"], "kan_overfores": cell["kan_overfores"],
-                       "funding_posts": " ".join(cell["funding_posts"])}
+                       "funding_posts": " ".join(cell["funding_posts"]), "carry_rule": cell["carry_rule"]}
                 cell_rows.append(tuple(row[c] for c in CELL_COLUMNS))
         return line_rows, cell_rows
 
@@ -248,9 +258,9 @@ class ReadModel:
     def _refuse_an_older_layout(self) -> None:
         """Tables from before cells had a fiscal year cannot be written: say so in one line, at start."""
         present = {column["name"] for column in inspect(self.engine).get_columns(BudsjettCell.__tablename__)}
-        if "fiscal_year" not in present:
+        if not {"fiscal_year", "carry_rule"} <= present:
             raise RuntimeError(f"the budsjett read model at {self.engine.url.render_as_string()} has tables from "
-                               f"before cells had a fiscal year: rebuild it into a fresh database "
+                               f"before cells had a fiscal year and year-end figures: rebuild it into a fresh database "
                                f"(`reformspor replay --db <new url>`) or drop its budsjett_* tables")
 
     def _values_sql(self, model: Any, conflict: str) -> str:
@@ -341,7 +351,7 @@ class ReadModel:
         One statement (lines joined with their cells), so a line and its cells come from one commit.
         """
         line, cell = BudsjettLine.__table__.c, BudsjettCell.__table__.c
-        query = (select(line.line_id, line.events, line.last_event_time, line.updated_at,
+        query = (select(line.line_id, line.events, line.last_event_time, line.updated_at, line.closed_years,
                         *[c for c in BudsjettCell.__table__.columns if c.name != "line_id"])
                  .select_from(BudsjettLine.__table__.outerjoin(BudsjettCell.__table__, line.line_id == cell.line_id))
                  .order_by(line.line_id, cell.fiscal_year, cell.ministry, cell.phase))
@@ -355,7 +365,8 @@ class ReadModel:
             if record is None:
                 record = lines[row["line_id"]] = {
                     **core.new_line(row["line_id"]), "events": row["events"],
-                    "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"])}
+                    "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"]),
+                    "closed_years": json.loads(row["closed_years"])}
             if row["ministry"] is not None:
                 record["cells"][core.cell_key(row["ministry"], row["phase"], row["fiscal_year"])] = _cell_record(row)
         return lines

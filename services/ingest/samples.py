@@ -24,6 +24,7 @@ def sample_data(kind: str, ministry: str = "BFD", line_id: str = "0-24", reform_
         "utbetalt": {"line_id": line_id, "ministry": ministry, "phase": "utredning", "amount_nok": 250,
                      "fiscal_year": 2026},
         "korrigert": {"line_id": line_id, "corrects_id": "e-0", "reason": "wrong post"},
+        "arsavslutning": {"line_id": line_id, "fiscal_year": 2026, "reason": "årsoppgjør"},
         "reform_registrert": {
             "reform_id": reform_id, "title": "Tidlig innsats", "owner": ministry,
             "stages": [{

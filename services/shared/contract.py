@@ -46,7 +46,8 @@ SOURCE_PREFIX = "urn:no:dep:"
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 500
 
-BUDGET_KINDS = ("bevilget", "omdisponert", "forpliktet", "forpliktelse_frigitt", "utbetalt", "korrigert")
+BUDGET_KINDS = ("bevilget", "omdisponert", "forpliktet", "forpliktelse_frigitt", "utbetalt", "korrigert",
+                "arsavslutning")
 REFORM_KINDS = (
     "reform_registrert",
     "milepael_startet",
@@ -262,6 +263,15 @@ class Korrigert(_Data):
     reason: Text
 
 
+class Arsavslutning(_Data):
+    """Year-end closing of one line's fiscal year. Who may publish it (FIN, or the line's sole funder that
+    year) depends on the line's state, so budsjett decides it, not the contract."""
+
+    line_id: Identifier
+    fiscal_year: FiscalYear
+    reason: Text = ""
+
+
 # --- reform events (key: reform_id) -------------------------------------------
 
 class MilestonePlan(_Data):
@@ -423,6 +433,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "forpliktelse_frigitt": ForpliktelseFrigitt,
     "utbetalt": Utbetalt,
     "korrigert": Korrigert,
+    "arsavslutning": Arsavslutning,
     "reform_registrert": ReformRegistrert,
     "milepael_startet": MilepaelStartet,
     "milepael_fullfort": MilepaelFullfort,

@@ -162,3 +162,31 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
     assert ["0-24", "2026", "sum", "1\u00a0750\u00a0000,50"] == rows[[r[:3] for r in rows].index(["0-24", "2026", "sum"])][:4]
     assert ["0-24", "2027", "sum", "3\u00a0000\u00a0000,00"] == rows[[r[:3] for r in rows].index(["0-24", "2027", "sum"])][:4]
     assert "overforpliktet" in table and "no catalogue loaded" in table
+
+    # FIN closes 2026: the unspent money lapses (no catalogue: no rule lets it carry), shown in 2027 as
+    # figures of their own; a late 2026 payment is refused with the closing named in the dead letter.
+    year_end = datetime(2027, 1, 15, 12, 0, tzinfo=timezone.utc)
+    publish(settings, [
+        make_event("arsavslutning", "FIN", {"line_id": "0-24", "fiscal_year": 2026}, "fin-close-2026", year_end),
+        make_event("utbetalt", "KD", {"line_id": "0-24", "ministry": "KD", "phase": "utredning",
+                                      "amount_nok": "1.00", "fiscal_year": 2026}, "kd-late", year_end),
+    ])
+    closed = wait_until(lambda: (d := get_json(f"{base}/v1/lines/0-24?fiscal_year=2027")[1]) and
+                        d.get("closed_years", {}).get("2026") and d, 30, "the closing applied")
+    assert closed["closed_years"]["2026"]["closed_by"] == "FIN"
+    cells = {c["ministry"]: c for c in closed["cells"]}
+    assert cells["KD"]["bortfalt_ore"] == 50000050 - 10000000 and cells["KD"]["carry_rule"] == "bortfaller"
+    assert cells["BFD"]["bortfalt_ore"] == 125000000 and cells["BFD"]["bevilget_ore"] == 300000000
+    assert cells["BFD"]["disponibelt_ore"] == 300000000  # lapsed money is not available
+
+    def late_letter():
+        consumer = KafkaConsumer(settings.topics.dead_letter, **kafka_python_options(settings, ADMIN),
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        try:
+            reasons = [dict(m.headers)[DEAD_LETTER_REASON_HEADER].decode() for m in consumer]
+        finally:
+            consumer.close()
+        return next((r for r in reasons if "fiscal year 2026 of line 0-24 is closed" in r), None)
+
+    reason = wait_until(late_letter, 30, "the late 2026 payment dead-lettered")
+    assert "closing fin-close-2026 by FIN" in reason

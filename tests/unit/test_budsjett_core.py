@@ -288,6 +288,69 @@ def test_milepael_sums_a_stages_cost_over_every_year_of_the_totals_message():
     assert totals_summary(message)["utbetalt_ore_by_phase"] == {"utvikling": 15000}
 
 
+# --- year-end closing (årsavslutning) -------------------------------------------------
+
+def closing(event_id, line, ministry, year, moment=None):
+    moment = moment or datetime(year + 1, 1, 15, 12, 0, tzinfo=timezone.utc)
+    return parse_event(make_event("arsavslutning", ministry, {"line_id": line, "fiscal_year": year}, event_id, moment))
+
+
+def _year_end_catalogue():
+    return Catalogue([
+        CatalogueItem(2026, 840, 21, "BFD", 8, stikkord="kan overføres", kan_overfores=True),
+        CatalogueItem(2026, 842, 1, "BFD", 8),
+        CatalogueItem(2026, 840, 70, "BFD", 8),
+        CatalogueItem(2026, 228, 70, "KD", 2, stikkord="overslagsbevilgning", overslagsbevilgning=True),
+    ])
+
+
+def test_closing_carries_or_lapses_each_cell_by_its_posts_rule_into_the_next_year():
+    store, outcomes = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21),  # kan overføres
+        utbetalt("u1", "0-24", "BFD", "utredning", "400.00"),
+        bevilget("b2", "0-24", "BFD", "utvikling", "1000.00", kap=842, post=1),  # drift: at most 5 %
+        bevilget("b3", "0-24", "KD", "implementering", "1000.00", kap=228, post=70),  # overslagsbevilgning
+        bevilget("b4", "0-24", "BFD", "implementering", "1000.00", kap=840, post=70),  # the main rule
+        closing("c-bfd", "0-24", "BFD", 2026),  # BFD does not fund the line alone
+        closing("c-fin", "0-24", "FIN", 2026),
+    ], _year_end_catalogue())
+    assert [o.status for o in outcomes[-2:]] == ["rejected", "applied"]
+    assert "BFD may not close 2026 for line 0-24, which BFD, KD fund(s) that year" in outcomes[-2].reasons[0]
+    line = store["line:0-24"]
+    figures = {(c["ministry"], c["phase"]): (c["overfort_inn_ore"], c["bortfalt_ore"], c["bevilget_ore"])
+               for c in core.line_cells(line, 2027)}
+    assert figures == {("BFD", "utredning"): (60000, 0, 0), ("BFD", "utvikling"): (5000, 95000, 0),
+                       ("KD", "implementering"): (0, 100000, 0), ("BFD", "implementering"): (0, 100000, 0)}
+    rules = {key: cell["carry_rule"] for key, cell in line["cells"].items() if key.endswith("|2027")}
+    assert rules == {"BFD|utredning|2027": "kan_overfores", "BFD|utvikling|2027": "drift_5_prosent",
+                     "KD|implementering|2027": "overslagsbevilgning", "BFD|implementering|2027": "bortfaller"}
+    assert {c["ministry"] + c["phase"]: c["disponibelt_ore"] for c in core.line_cells(line, 2027)}["BFDutredning"] == 60000
+    assert line["closed_years"] == {"2026": {"event_id": "c-fin", "closed_by": "FIN",
+                                             "closed_at": "2027-01-15T12:00:00.000000Z"}}
+
+
+def test_a_closed_year_refuses_bookings_and_corrections_and_a_second_closing_changes_nothing():
+    store, outcomes = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21),
+        closing("c-early", "0-24", "BFD", 2026, moment=datetime(2026, 12, 31, 12, 0, tzinfo=timezone.utc)),
+        closing("c1", "0-24", "BFD", 2026),  # BFD funds the line alone
+        utbetalt("u-late", "0-24", "BFD", "utredning", "1.00"),
+        korrigert("k1", "0-24", "BFD", "b1"),
+        korrigert("k2", "0-24", "BFD", "c1"),
+        closing("c2", "0-24", "FIN", 2026),
+        utbetalt("u-2027", "0-24", "BFD", "utredning", "1.00", year=2027),
+    ], _year_end_catalogue())
+    statuses = [o.status for o in outcomes]
+    assert statuses == ["applied", "rejected", "applied", "rejected", "rejected", "rejected", "applied", "applied"]
+    assert "would lapse money that may still be spent" in outcomes[1].reasons[0]
+    for refused in (outcomes[3], outcomes[4]):
+        assert refused.reasons[0].startswith("fiscal year 2026 of line 0-24 is closed (closing c1 by BFD at ")
+    assert "cannot be corrected" in outcomes[5].reasons[0]
+    assert outcomes[6].effect == []  # already closed: idempotent
+    cell, = core.line_cells(store["line:0-24"], 2027)
+    assert (cell["overfort_inn_ore"], cell["utbetalt_ore"], cell["disponibelt_ore"]) == (100000, 100, 99900)
+
+
 # --- properties ------------------------------------------------------------------------
 
 amounts = st.integers(min_value=1, max_value=10**6).map(lambda kr: f"{kr}.{kr % 100:02d}")
@@ -510,3 +573,22 @@ def test_the_compact_store_reads_records_an_older_worker_wrote_as_objects():
     outcome = core.process(store, 1, events[1])
     assert outcome.status == "applied"
     assert core.sum_amounts(totals(old)["0-24"])["bevilget_ore"] == 0  # the correction found the original
+
+
+@settings(max_examples=100, deadline=None)
+@given(event_logs())
+def test_closing_splits_every_cells_unspent_amount_into_carried_and_lapsed_to_the_ore(events):
+    store, _ = core.run_log(events)
+    for offset, line_id in enumerate(sorted(core.lines_in(store)), start=10_000):
+        line = store[f"line:{line_id}"]
+        unspent = {(c["ministry"], c["phase"]): c["bevilget_ore"] + c["omdisponert_ore"] + c["overfort_inn_ore"]
+                   - c["utbetalt_ore"] for c in core.line_cells(line, 2026)}
+        before_2027 = {(c["ministry"], c["phase"]): c for c in core.line_cells(line, 2027)}
+        outcome = core.process(store, offset, closing(f"c-{line_id}", line_id, "FIN", 2026))
+        assert outcome.status == "applied"
+        after = {(c["ministry"], c["phase"]): c for c in core.line_cells(store[f"line:{line_id}"], 2027)}
+        for key, amount in unspent.items():
+            old = before_2027.get(key, {"overfort_inn_ore": 0, "bortfalt_ore": 0})
+            moved = (after[key]["overfort_inn_ore"] - old["overfort_inn_ore"]) + (after[key]["bortfalt_ore"] - old["bortfalt_ore"])
+            assert moved == amount
+            assert after[key]["bevilget_ore"] == before_2027.get(key, {"bevilget_ore": 0})["bevilget_ore"]
