@@ -77,14 +77,18 @@ class LineState:
 
 
 class LineGauges:
-    """Per line, ministry and phase gauges, set from the stream and, for lines not applied to since
-    the start, from the read model; a lock keeps an older database value from overwriting a newer one."""
+    """Per line, ministry, phase and fiscal year gauges, set from the stream and, for lines not applied to
+    since the start, from the read model; a lock keeps an older database value from overwriting a newer one.
+
+    The fiscal_year label is bounded: a line's cells span the few years it is funded in.
+    """
 
     def __init__(self, gauges: GaugeFamilies):
-        cell_labels = ("line", "ministry", "phase")
+        cell_labels = ("line", "ministry", "phase", "fiscal_year")
         self.amounts = {
             name: gauges.gauge(f"reformspor_budsjett_{name}",
-                               f"{name.removesuffix('_ore')} per line, ministry and phase, in øre", cell_labels)
+                               f"{name.removesuffix('_ore')} per line, ministry, phase and fiscal year, in øre",
+                               cell_labels)
             for name in core.TOTAL_FIELDS
         }
         self.overcommitted = gauges.gauge("reformspor_budsjett_overcommitted",
@@ -97,7 +101,7 @@ class LineGauges:
         self.shown: set[str] = set()
         self.lock = threading.Lock()
 
-    def applied(self, line: dict[str, Any], cells: set[tuple[str, str]]) -> None:
+    def applied(self, line: dict[str, Any], cells: set[tuple[str, str, int]]) -> None:
         """After an event: the cells it touched (every cell, the first time this worker shows the line)."""
         with self.lock:
             first = line["line_id"] not in self.shown
@@ -111,13 +115,13 @@ class LineGauges:
                 self.shown.add(line["line_id"])
                 self._set(line, None)
 
-    def _set(self, line: dict[str, Any], cells: set[tuple[str, str]] | None) -> None:
+    def _set(self, line: dict[str, Any], cells: set[tuple[str, str, int]] | None) -> None:
         line_id = line["line_id"]
         for key, cell in line["cells"].items():
-            ministry, phase = key.split("|")
-            if cells is not None and (ministry, phase) not in cells:
+            ministry, phase, year = core.split_cell_key(key)
+            if cells is not None and (ministry, phase, year) not in cells:
                 continue
-            labels = (line_id, ministry, phase)
+            labels = (line_id, ministry, phase, str(year))
             for name in core.AMOUNT_FIELDS:
                 self.amounts[name].set(labels, cell[name])
             self.amounts["disponibelt_ore"].set(labels, core.disponibelt(cell))
@@ -266,31 +270,43 @@ def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
 
 
 def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = None,
-                  as_of: str | None = None) -> dict[str, Any]:
-    """The HTTP view of one line: cells, totals and per-ministry / per-phase rollups."""
+                  as_of: str | None = None, fiscal_year: int | None = None) -> dict[str, Any]:
+    """The HTTP view of one line: cells, totals and per-ministry / per-phase / per-year rollups.
+
+    With `fiscal_year`, only that year's cells and totals; without it, `totals` adds the years (what the
+    line has seen in all) and `by_fiscal_year` gives each year's own totals.
+    """
     if cells is None:
-        cells = core.line_totals(line)["cells"]
+        cells = core.line_cells(line, fiscal_year)
         for cell in cells:
-            stored = line["cells"][core.cell_key(cell["ministry"], cell["phase"])]
+            stored = line["cells"][core.cell_key(cell["ministry"], cell["phase"], cell["fiscal_year"])]
             cell.update(overcommitted=stored["overcommitted"], overspent=stored["overspent"],
                         overslagsbevilgning=stored["overslagsbevilgning"], kan_overfores=stored["kan_overfores"],
-                        funding_posts=stored["funding_posts"])
+                        funding_posts=stored["funding_posts"], carry_rule=stored["carry_rule"])
     groups = core.rollups(cells)
     document = {
         "line_id": line["line_id"],
         "last_event_time": line.get("last_event_time"),
         "updated_at": line.get("updated_at"),
         "events_applied": line.get("events"),
+        # fiscal year -> the årsavslutning that closed it; carry_rule on a cell names the rule behind its
+        # overfort_inn_ore / bortfalt_ore (yearend.CarryRule)
+        "closed_years": line.get("closed_years", {}),
         "totals": with_nok(core.sum_amounts(cells)),
         "cells": [with_nok(cell) for cell in cells],
-        "by_ministry": {k: with_nok(v) for k, v in groups["by_ministry"].items()},
-        "by_phase": {k: with_nok(v) for k, v in groups["by_phase"].items()},
-        "flags": [{"ministry": c["ministry"], "phase": c["phase"], "flag": f}
+        **{name: {k: with_nok(v) for k, v in groups[name].items()} for name in ROLLUPS},
+        "flags": [{"ministry": c["ministry"], "phase": c["phase"], "fiscal_year": c["fiscal_year"], "flag": f}
                   for c in cells for f in core.FLAGS if c.get(f)],
     }
+    if fiscal_year is not None:
+        document["fiscal_year"] = fiscal_year
+        del document["by_fiscal_year"]  # one year: its totals are `totals`
     if as_of is not None:
         document["as_of"] = as_of
     return document
+
+
+ROLLUPS = ("by_ministry", "by_phase", "by_fiscal_year")
 
 
 def unknown_line(line_id: str) -> web.Response:
@@ -327,7 +343,7 @@ class LedgerRoutes:
         for line_id, line in sorted((await self.query(self.read_model.lines)).items()):
             document = line_document(line)
             result.append({k: document[k] for k in ("line_id", "last_event_time", "events_applied", "totals",
-                                                   "by_ministry", "flags")})
+                                                   "by_ministry", "by_fiscal_year", "flags")})
         return json_response({"lines": result, "catalogue": self.catalogue.status()})
 
     async def line(self, request: web.Request) -> web.Response:
@@ -335,16 +351,21 @@ class LedgerRoutes:
         line = (await self.query(self.read_model.lines, line_id)).get(line_id)
         if line is None:
             return unknown_line(line_id)
+        year_text = request.query.get("fiscal_year")
+        fiscal_year = core.parse_fiscal_year(year_text) if year_text is not None else None
+        if year_text is not None and fiscal_year is None:
+            return problem(400, "Invalid fiscal_year", f"fiscal_year must be {core.FISCAL_YEAR_RULE}, "
+                                                       f"e.g. 2026; got {year_text[:40]!r}")
         as_of_text = request.query.get("as_of")
         if as_of_text is None:
-            return json_response(line_document(line))
+            return json_response(line_document(line, fiscal_year=fiscal_year))
         try:
             as_of = parse_as_of(as_of_text)
         except ValueError:
             return problem(400, "Invalid as_of", "as_of must be an RFC 3339 timestamp with time zone, "
                                                  f"e.g. 2026-03-01T10:00:00Z; got {as_of_text[:40]!r}")
-        cells = await self.query(self.read_model.cells_as_of, line_id, as_of)
-        return json_response(line_document(line, cells=cells, as_of=core.rfc3339(as_of)))
+        cells = await self.query(self.read_model.cells_as_of, line_id, as_of, fiscal_year)
+        return json_response(line_document(line, cells=cells, as_of=core.rfc3339(as_of), fiscal_year=fiscal_year))
 
     async def line_events(self, request: web.Request) -> web.Response:
         line_id = request.match_info["line_id"]

@@ -25,10 +25,11 @@ from services.shared.usererror import UserError
 
 FIGURES = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "disponibelt")
 FLAG_NAMES = {"overcommitted": "overforpliktet", "overspent": "overforbrukt"}
-CELL_COLUMNS = ("Linje", "Departement", "Fase", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt", "Disponibelt",
-                "Merknader")
+CELL_COLUMNS = ("Linje", "Budsjettår", "Departement", "Fase", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt",
+                "Disponibelt", "Merknader")
 SUM_LABEL = "sum"
 ALL_PHASES = "(alle)"
+ALL_YEARS = "(alle)"
 EVENTS_PAGE = 1000
 # A plain date means "at the end of that day" where the ministries keep their books.
 BOOKKEEPING_ZONE = ZoneInfo("Europe/Oslo")
@@ -36,7 +37,7 @@ BOOKKEEPING_ZONE = ZoneInfo("Europe/Oslo")
 
 @dataclass(frozen=True)
 class CellRow:
-    """One line × ministry × phase (or the line's sum row), amounts in øre."""
+    """One line × ministry × phase × fiscal year (or the line's sum row for a year), amounts in øre."""
 
     line_id: str
     ministry: str
@@ -47,29 +48,47 @@ class CellRow:
     utbetalt_ore: int
     disponibelt_ore: int
     flags: tuple[str, ...] = ()
+    fiscal_year: int | None = None  # None: every year together (a summary without cells)
+
+    @property
+    def year_label(self) -> str:
+        return ALL_YEARS if self.fiscal_year is None else str(self.fiscal_year)
 
     def amounts_ore(self) -> tuple[int, ...]:
         return tuple(getattr(self, f"{figure}_ore") for figure in FIGURES)
 
 
-def _cell_row(line_id: str, ministry: str, phase: str, amounts: dict[str, Any], flags: tuple[str, ...]) -> CellRow:
-    return CellRow(line_id, ministry, phase, *(int(amounts[f"{figure}_ore"]) for figure in FIGURES), flags=flags)
+def _cell_row(line_id: str, ministry: str, phase: str, amounts: dict[str, Any], flags: tuple[str, ...],
+              fiscal_year: int | None) -> CellRow:
+    return CellRow(line_id, ministry, phase, *(int(amounts[f"{figure}_ore"]) for figure in FIGURES), flags=flags,
+                   fiscal_year=fiscal_year)
+
+
+def sum_rows(line: dict[str, Any]) -> list[CellRow]:
+    """A sum row per fiscal year (nothing adds one year's money to another's); one for a one-year document."""
+    if "fiscal_year" in line:
+        return [_cell_row(line["line_id"], SUM_LABEL, "", line["totals"], (), line["fiscal_year"])]
+    by_year = line.get("by_fiscal_year")
+    if not by_year:  # a summary without years
+        return [_cell_row(line["line_id"], SUM_LABEL, "", line["totals"], (), None)]
+    return [_cell_row(line["line_id"], SUM_LABEL, "", amounts, (), int(year)) for year, amounts in sorted(by_year.items())]
 
 
 def cell_rows(line: dict[str, Any], with_sum: bool = True) -> list[CellRow]:
-    """A line document (GET /v1/lines/{id}, or replay's summary with only by_ministry) as rows + its sum row."""
-    flags: dict[tuple[str, str], list[str]] = {}
+    """A line document (GET /v1/lines/{id}, or replay's summary with only by_ministry) as rows + its sum rows."""
+    flags: dict[tuple[str, str, int | None], list[str]] = {}
     for flag in line.get("flags", []):
-        key = (flag["ministry"], flag.get("phase", ALL_PHASES))
+        key = (flag["ministry"], flag.get("phase", ALL_PHASES), flag.get("fiscal_year"))
         flags.setdefault(key, []).append(FLAG_NAMES.get(flag["flag"], flag["flag"]))
     cells = line.get("cells")
-    if cells is None:  # replay's summary: per ministry only
+    if cells is None:  # replay's summary: per ministry only, every year together
         cells = [{"ministry": m, "phase": ALL_PHASES, **amounts} for m, amounts in line.get("by_ministry", {}).items()]
     rows = [_cell_row(line["line_id"], c["ministry"], c["phase"], c,
-                      tuple(sorted(flags.get((c["ministry"], c["phase"]), ()))))
-            for c in sorted(cells, key=lambda c: (c["ministry"], c["phase"]))]
+                      tuple(sorted(flags.get((c["ministry"], c["phase"], c.get("fiscal_year")), ()))),
+                      c.get("fiscal_year"))
+            for c in sorted(cells, key=lambda c: (c.get("fiscal_year") or 0, c["ministry"], c["phase"]))]
     if with_sum:
-        rows.append(_cell_row(line["line_id"], SUM_LABEL, "", line["totals"], ()))
+        rows += sum_rows(line)
     return rows
 
 
@@ -79,15 +98,17 @@ def nok(amount_ore: int) -> Decimal:
 
 
 def cell_table(rows: list[CellRow]) -> list[tuple[Cell, ...]]:
-    return [(r.line_id, r.ministry, r.phase, *(nok(a) for a in r.amounts_ore()), ", ".join(r.flags)) for r in rows]
+    return [(r.line_id, r.year_label, r.ministry, r.phase, *(nok(a) for a in r.amounts_ore()), ", ".join(r.flags))
+            for r in rows]
 
 
 def render_rows(rows: list[CellRow]) -> str:
     """An aligned terminal table, NOK with Norwegian thousands spacing and decimal comma."""
-    table = [CELL_COLUMNS] + [(r.line_id, r.ministry, r.phase, *(format_ore_readable(a) for a in r.amounts_ore()),
-                               ", ".join(r.flags) or "-") for r in rows]
+    table = [CELL_COLUMNS] + [(r.line_id, r.year_label, r.ministry, r.phase,
+                               *(format_ore_readable(a) for a in r.amounts_ore()), ", ".join(r.flags) or "-")
+                              for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(CELL_COLUMNS))]
-    numeric = range(3, 3 + len(FIGURES))
+    numeric = range(4, 4 + len(FIGURES))
 
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(widths[i]) if i in numeric else v.ljust(widths[i])
@@ -108,6 +129,16 @@ def render_status(body: dict) -> str:
     return text + "\nBeløp i NOK."
 
 
+def fiscal_year_argument(text: str) -> int:
+    """`--year 2026`: four ASCII digits, a year the contract allows."""
+    from services.budsjett.core import FISCAL_YEAR_RULE, parse_fiscal_year
+
+    year = parse_fiscal_year(text)
+    if year is None:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not {FISCAL_YEAR_RULE}, e.g. 2026")
+    return year
+
+
 def as_of_timestamp(text: str) -> str:
     """`2026-06-30` → the end of that day in Norway as RFC 3339 UTC; a timestamp with a zone is kept."""
     try:
@@ -123,14 +154,14 @@ def as_of_timestamp(text: str) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def fetch_lines(base_url: str, line_id: str | None = None,
-                as_of: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def fetch_lines(base_url: str, line_id: str | None = None, as_of: str | None = None,
+                fiscal_year: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Line documents with their cells (GET /v1/lines, then /v1/lines/{id} each), and the catalogue status."""
     listing = get_json(f"{base_url}/v1/lines", "budsjett")
     ids = [line["line_id"] for line in listing.get("lines", [])]
     if line_id is not None:
         ids = [line_id]  # an unknown line comes back as budsjett's 404, in one line
-    params = {"as_of": as_of} if as_of else None
+    params = {**({"as_of": as_of} if as_of else {}), **({"fiscal_year": fiscal_year} if fiscal_year else {})} or None
     documents = [get_json(f"{base_url}/v1/lines/{urllib.parse.quote(i, safe='')}", "budsjett", params=params)
                  for i in ids]
     return documents, listing.get("catalogue") or {}
@@ -142,7 +173,7 @@ def status_json(rows: list[CellRow]) -> str:
 
 
 def _status(args: argparse.Namespace, settings_from_args) -> int:
-    lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line, args.as_of)
+    lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line, args.as_of, args.year)
     rows = [row for line in lines for row in cell_rows(line)]
     if args.json:
         print(status_json(rows))
@@ -269,6 +300,8 @@ def register(subparsers, settings_from_args) -> None:
                     "and disponibelt in NOK, with over-commitment/overspending remarks, and a sum row per line that "
                     "the rows add up to. Reads budsjett's GET /v1/lines and /v1/lines/{id}.")
     status.add_argument("--line", help="only this line id, e.g. 0-24")
+    status.add_argument("--year", type=fiscal_year_argument, metavar="YYYY",
+                        help="only this fiscal year (budsjettår), e.g. 2026 (default: every year, each on its own rows)")
     status.add_argument("--as-of", type=as_of_timestamp, metavar="DATE",
                         help="the figures as they stood at the end of DATE (2026-06-30, Norwegian time) "
                              "or at a timestamp with a zone")

@@ -25,6 +25,16 @@ from typing import Any, Protocol
 import orjson
 
 from services.budsjett.catalogue import Catalogue
+from services.budsjett.yearend import (
+    CellYear,
+    Closing,
+    ClosingOutcome,
+    PostTerms,
+    YearStatus,
+    booking_refusal,
+    close_cell,
+    decide_closing,
+)
 from services.shared.contract import (
     EVENT_ID_RULE,
     IDENTIFIER_RULE,
@@ -42,7 +52,9 @@ from services.shared.jsonio import dumps_compact, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.money import MAX_ABS_ORE
 
-AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore")
+# What the year-end closing of the year before carried in and let lapse: figures of their own, never bevilget.
+CARRY_FIELDS = ("overfort_inn_ore", "bortfalt_ore")
+AMOUNT_FIELDS = ("bevilget_ore", "omdisponert_ore", "forpliktet_ore", "utbetalt_ore") + CARRY_FIELDS
 TOTAL_FIELDS = AMOUNT_FIELDS + ("disponibelt_ore",)
 # Internal kind: the credit side of an omdisponert between lines, sent by the
 # debited line's worker to the target line (never published by ministries).
@@ -51,6 +63,9 @@ TRANSFER_TYPE = "no.reformspor.budsjett.intern.overfoert.v1"
 FLAGS = ("overcommitted", "overspent")
 
 NEVER = -1
+# The contract's FiscalYear range.
+MIN_FISCAL_YEAR, MAX_FISCAL_YEAR = 2000, 2100
+FISCAL_YEAR_RULE = f"a fiscal year, an integer {MIN_FISCAL_YEAR}..{MAX_FISCAL_YEAR}"
 
 
 class Store(Protocol):
@@ -92,6 +107,7 @@ class Transfer:
     line_id: str
     ministry: str
     phase: str
+    fiscal_year: int  # the omdisponert's year: money moves within one budget year
     amount_ore: int
     origin_id: str
     origin_line_id: str
@@ -114,6 +130,7 @@ class Transfer:
                 "line_id": self.line_id,
                 "ministry": self.ministry,
                 "phase": self.phase,
+                "fiscal_year": self.fiscal_year,
                 "amount_ore": self.amount_ore,
                 "origin_id": self.origin_id,
                 "origin_line_id": self.origin_line_id,
@@ -148,6 +165,8 @@ def _parse_transfer(document: dict) -> Transfer:
         problems.append(FieldProblem("data.amount_ore", "required integer øre"))
     if data.get("phase") not in PHASES:
         problems.append(FieldProblem("data.phase", "unknown phase"))
+    if not is_fiscal_year(data.get("fiscal_year")):
+        problems.append(FieldProblem("data.fiscal_year", f"required: {FISCAL_YEAR_RULE}"))
     if not _is_ministry(data.get("ministry")):
         problems.append(FieldProblem("data.ministry", "unknown ministry"))
     source = document.get("source")
@@ -162,7 +181,7 @@ def _parse_transfer(document: dict) -> Transfer:
     if problems or time is None:
         raise ContractError(problems, event_id=event_id)
     return Transfer(id=event_id, line_id=data["line_id"], ministry=data["ministry"], phase=data["phase"],
-                    amount_ore=amount, origin_id=data["origin_id"], origin_line_id=data["origin_line_id"],
+                    fiscal_year=data["fiscal_year"], amount_ore=amount, origin_id=data["origin_id"], origin_line_id=data["origin_line_id"],
                     source_ministry=source.removeprefix(SOURCE_PREFIX), time=time)
 
 
@@ -184,8 +203,9 @@ def rfc3339(moment: datetime) -> str:
 # --- records --------------------------------------------------------------------
 
 def new_line(line_id: str) -> dict[str, Any]:
+    # closed_years: fiscal year (text) -> the closing that closed it (event_id, closed_by, closed_at)
     return {"line_id": line_id, "last_offset": NEVER, "cells": {}, "last_event_time": None, "updated_at": None,
-            "events": 0}
+            "events": 0, "closed_years": {}}
 
 
 def copy_line(line: dict[str, Any]) -> dict[str, Any]:
@@ -200,20 +220,56 @@ def copy_line(line: dict[str, Any]) -> dict[str, Any]:
 
 def new_cell() -> dict[str, Any]:
     return {**{name: 0 for name in AMOUNT_FIELDS}, "overcommitted": False, "overspent": False,
-            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False}
+            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False, "carry_rule": None}
 
 
-def cell_key(ministry: str, phase: str) -> str:
-    return f"{ministry}|{phase}"
+def cell_key(ministry: str, phase: str, fiscal_year: int) -> str:
+    return f"{ministry}|{phase}|{fiscal_year}"
+
+
+def split_cell_key(key: str) -> tuple[str, str, int]:
+    """(ministry, phase, fiscal_year) of a cell key."""
+    ministry, phase, fiscal_year = key.split("|")
+    return ministry, phase, int(fiscal_year)
+
+
+def effect_fiscal_year(effect: list[list[Any]]) -> int:
+    """The fiscal year of a booking's effect (a booking books to one year and has a cell entry)."""
+    return next(entry[3] for entry in effect if entry[0] == "cell")
+
+
+def event_fiscal_year(message: "Message", effect: list[list[Any]]) -> int:
+    """The year an applied message is about: its own fiscal_year, or (a korrigert) the original's."""
+    if isinstance(message, Transfer):
+        return message.fiscal_year
+    year = getattr(message.data, "fiscal_year", None)
+    return effect_fiscal_year(effect) if year is None else year
+
+
+def is_fiscal_year(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_FISCAL_YEAR <= value <= MAX_FISCAL_YEAR
+
+
+def parse_fiscal_year(text: str) -> int | None:
+    """A fiscal year typed by a person (a query value, a CLI argument): four ASCII digits in range, else None."""
+    if len(text) != 4 or not text.isascii() or not text.isdigit():
+        return None
+    year = int(text)
+    return year if is_fiscal_year(year) else None
+
+
+def available_ore(cell: dict[str, Any]) -> int:
+    """The year's money: bevilget + omdisponert + what the previous year's closing carried in."""
+    return cell["bevilget_ore"] + cell["omdisponert_ore"] + cell["overfort_inn_ore"]
 
 
 def disponibelt(cell: dict[str, Any]) -> int:
-    """bevilget + omdisponert − outstanding commitments − paid (payments against a commitment drew it down)."""
-    return cell["bevilget_ore"] + cell["omdisponert_ore"] - cell["forpliktet_ore"] - cell["utbetalt_ore"]
+    """available − outstanding commitments − paid (payments against a commitment drew it down)."""
+    return available_ore(cell) - cell["forpliktet_ore"] - cell["utbetalt_ore"]
 
 
 def cell_flags(cell: dict[str, Any]) -> dict[str, bool]:
-    available = cell["bevilget_ore"] + cell["omdisponert_ore"]
+    available = available_ore(cell)
     return {
         "overcommitted": cell["forpliktet_ore"] + cell["utbetalt_ore"] > available,
         # An overslagsbevilgning is an estimate that may legally be exceeded.
@@ -237,7 +293,7 @@ class Outcome:
     sends: list[Transfer] = field(default_factory=list)  # derived transfers to publish
     flags: list[dict[str, Any]] = field(default_factory=list)  # raised/cleared notifications
     effect: list[list[Any]] = field(default_factory=list)
-    touched: set[tuple[str, str]] = field(default_factory=set)
+    touched: set[tuple[str, str, int]] = field(default_factory=set)  # (ministry, phase, fiscal_year)
     line: dict[str, Any] | None = None  # the line record after the message
 
 
@@ -280,15 +336,23 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
                    catalogue: Catalogue | None) -> tuple[list[list[Any]], dict[str, Any]]:
     """The deltas an event applies, plus extra facts (funding post, corrected id). Raises Rejected.
 
-    Effect entries: ["cell", ministry, phase, field, delta_ore],
-    ["commit", commitment_id, ministry, phase, delta_ore], ["transfer", line_id, ministry, phase, delta_ore].
+    Effect entries: ["cell", ministry, phase, fiscal_year, field, delta_ore],
+    ["commit", commitment_id, ministry, phase, fiscal_year, delta_ore],
+    ["transfer", line_id, ministry, phase, fiscal_year, delta_ore]. Every entry names its fiscal year, so
+    a korrigert (which negates the original's entries) reverses in the year of the original.
     """
     kind = message.kind
     line_id = line["line_id"]
     extra: dict[str, Any] = {}
     if kind == TRANSFER_KIND:
-        return [["cell", message.ministry, message.phase, "omdisponert_ore", message.amount_ore]], extra
+        # The other half of an omdisponert already applied on its line: applied even to a closed year, since
+        # refusing it would lose the money the debit took (both sides or neither).
+        return [["cell", message.ministry, message.phase, message.fiscal_year, "omdisponert_ore",
+                 message.amount_ore]], extra
     data = message.data
+    if kind == "arsavslutning":
+        return _closing_effect(line, message, catalogue)
+    _refuse_closed_year(store, line, message)
     if kind == "bevilget":
         _check_post(catalogue, data.fiscal_year, data.kap, data.post, data.ministry)
         extra["funding_post"] = f"{data.kap}.{data.post}"
@@ -297,45 +361,43 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
             if item is not None:
                 extra["overslagsbevilgning"] = item.overslagsbevilgning
                 extra["kan_overfores"] = item.kan_overfores
-        return [["cell", data.ministry, data.phase, "bevilget_ore", data.amount_ore]], extra
+        return [["cell", data.ministry, data.phase, data.fiscal_year, "bevilget_ore", data.amount_ore]], extra
     if kind == "omdisponert":
-        amount = data.amount_ore
-        effect = [["cell", data.from_.ministry, data.from_.phase, "omdisponert_ore", -amount]]
-        if data.to_line_id == line_id:
-            effect.append(["cell", data.to.ministry, data.to.phase, "omdisponert_ore", amount])
-        else:
-            effect.append(["transfer", data.to_line_id, data.to.ministry, data.to.phase, amount])
-        return effect, extra
+        return _reallocation_effect(data, line_id), extra
     if kind in ("forpliktet", "forpliktelse_frigitt", "utbetalt"):
-        cell = line["cells"].get(cell_key(data.ministry, data.phase)) or new_cell()
+        year = data.fiscal_year
+        cell = line["cells"].get(cell_key(data.ministry, data.phase, year)) or new_cell()
         commitment = None
         if data.commitment_id is not None:
             commitment = load_commitment(store, line_id, data.commitment_id, offset)
-            if commitment is not None and (commitment["ministry"], commitment["phase"]) != (data.ministry, data.phase):
+            owner = (data.ministry, data.phase, year)
+            if commitment is not None and (commitment["ministry"], commitment["phase"], commitment["fiscal_year"]) != owner:
+                # A commitment is drawn in its own year: a later year's payment is met by that year's money.
                 raise Rejected(f"commitment {data.commitment_id} belongs to {commitment['ministry']}/"
-                               f"{commitment['phase']}, not {data.ministry}/{data.phase}")
+                               f"{commitment['phase']}/{commitment['fiscal_year']}, not "
+                               f"{data.ministry}/{data.phase}/{year}")
         if kind == "forpliktet":
-            _check_booking(catalogue, cell, data.fiscal_year, data.kap, data.post, data.ministry, data.phase)
-            return [["commit", data.commitment_id, data.ministry, data.phase, data.amount_ore],
-                    ["cell", data.ministry, data.phase, "forpliktet_ore", data.amount_ore]], extra
+            _check_booking(catalogue, cell, year, data.kap, data.post, data.ministry, data.phase)
+            return [["commit", data.commitment_id, data.ministry, data.phase, year, data.amount_ore],
+                    ["cell", data.ministry, data.phase, year, "forpliktet_ore", data.amount_ore]], extra
         if kind == "forpliktelse_frigitt":
             if commitment is None:
                 raise Rejected(f"commitment {data.commitment_id} is unknown on line {line_id}")
             if data.amount_ore > commitment["outstanding_ore"]:
                 raise Rejected(f"releases {data.amount_ore} øre of commitment {data.commitment_id}, "
                                f"but only {commitment['outstanding_ore']} øre is outstanding")
-            return [["commit", data.commitment_id, data.ministry, data.phase, -data.amount_ore],
-                    ["cell", data.ministry, data.phase, "forpliktet_ore", -data.amount_ore]], extra
+            return [["commit", data.commitment_id, data.ministry, data.phase, year, -data.amount_ore],
+                    ["cell", data.ministry, data.phase, year, "forpliktet_ore", -data.amount_ore]], extra
         # utbetalt
-        _check_booking(catalogue, cell, data.fiscal_year, data.kap, data.post, data.ministry, data.phase)
-        effect = [["cell", data.ministry, data.phase, "utbetalt_ore", data.amount_ore]]
+        _check_booking(catalogue, cell, year, data.kap, data.post, data.ministry, data.phase)
+        effect = [["cell", data.ministry, data.phase, year, "utbetalt_ore", data.amount_ore]]
         if data.commitment_id is not None:
             if commitment is None:
                 raise Rejected(f"payment against commitment {data.commitment_id}, which is unknown on line {line_id}")
             drawn = min(max(data.amount_ore, 0), max(commitment["outstanding_ore"], 0))
             if drawn:
-                effect += [["commit", data.commitment_id, data.ministry, data.phase, -drawn],
-                           ["cell", data.ministry, data.phase, "forpliktet_ore", -drawn]]
+                effect += [["commit", data.commitment_id, data.ministry, data.phase, year, -drawn],
+                           ["cell", data.ministry, data.phase, year, "forpliktet_ore", -drawn]]
         return effect, extra
     if kind == "korrigert":
         original = store.get(f"id:{data.corrects_id}")
@@ -343,7 +405,7 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
             raise Rejected(f"corrects_id {data.corrects_id} is unknown: no such event was applied")
         if original["line_id"] != line_id:
             raise Rejected(f"corrects_id {data.corrects_id} was applied to line {original['line_id']}, not {line_id}")
-        if original["kind"] in ("korrigert", TRANSFER_KIND):
+        if original["kind"] in ("korrigert", TRANSFER_KIND, "arsavslutning"):
             raise Rejected(f"corrects_id {data.corrects_id} is a {original['kind']} event, which cannot be corrected")
         if original["source_ministry"] != message.source_ministry:
             raise Rejected(f"event {data.corrects_id} was published by {original['source_ministry']}; "
@@ -353,6 +415,90 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
         extra["corrects_id"] = data.corrects_id
         return [[entry[0], *entry[1:-1], -entry[-1]] for entry in original["effect"]], extra
     raise Rejected(f"unsupported kind {kind}")
+
+
+def _closing_of(line: dict[str, Any], fiscal_year: int) -> Closing | None:
+    stored = line.get("closed_years", {}).get(str(fiscal_year))
+    if stored is None:
+        return None
+    return Closing(event_id=stored["event_id"], line_id=line["line_id"], fiscal_year=fiscal_year,
+                   closed_by=stored["closed_by"], closed_at=datetime.fromisoformat(stored["closed_at"].replace("Z", "+00:00")))
+
+
+def _refuse_closed_year(store: Store, line: dict[str, Any], message: Event) -> None:
+    """After a year's closing, nothing is booked to it: not a new event, not a correction of an old one."""
+    year = getattr(message.data, "fiscal_year", None)
+    if message.kind == "korrigert":
+        original = store.get(f"id:{message.data.corrects_id}")
+        year = effect_fiscal_year(original["effect"]) if original and original["kind"] != "arsavslutning" else None
+    if year is None:
+        return
+    refusal = booking_refusal(YearStatus(line["line_id"], year, _closing_of(line, year)))
+    if refusal is not None:
+        raise Rejected(refusal.reason)
+
+
+def _funders(line: dict[str, Any], fiscal_year: int) -> frozenset[str]:
+    """The ministries that granted money to the line in a year."""
+    return frozenset(split_cell_key(key)[0] for key, cell in line["cells"].items()
+                     if split_cell_key(key)[2] == fiscal_year and (cell["bevilget_ore"] or cell["funding_posts"]))
+
+
+def _post_terms(catalogue: Catalogue | None, fiscal_year: int, cell: dict[str, Any]) -> PostTerms:
+    """The carry-over terms of the post that funded a cell: the catalogue's stikkord, else the cell's own flags."""
+    if len(cell["funding_posts"]) != 1:
+        # Several posts would be closed per post, which needs per-post figures the ledger does not keep; without a
+        # post there is no rule that lets money carry. Either way the main rule (§ 3) applies: it lapses.
+        return PostTerms(post=0)
+    kap, post = (int(part) for part in cell["funding_posts"][0].split("."))
+    item = catalogue.get(fiscal_year, kap, post) if catalogue is not None and catalogue.loaded else None
+    if item is not None:
+        return PostTerms.of(item)
+    flags = (("kan overføres", cell["kan_overfores"]), ("overslagsbevilgning", cell["overslagsbevilgning"]))
+    return PostTerms(post=post, stikkord=", ".join(word for word, on in flags if on))
+
+
+def _closing_effect(line: dict[str, Any], message: Event,
+                    catalogue: Catalogue | None) -> tuple[list[list[Any]], dict[str, Any]]:
+    """An årsavslutning: each of the year's cells carries or lapses into the next year (yearend.close_cell:
+    Bevilgningsreglementet § 5 and R-110); refused unless FIN or the year's sole funder closes (decide_closing)."""
+    year, line_id = message.data.fiscal_year, line["line_id"]
+    request = Closing(event_id=message.id, line_id=line_id, fiscal_year=year, closed_by=message.source_ministry,
+                      closed_at=message.time)
+    decision = decide_closing(YearStatus(line_id, year, _closing_of(line, year)), request, _funders(line, year))
+    if decision.outcome is ClosingOutcome.REFUSED:
+        raise Rejected(decision.reason)
+    if decision.outcome is ClosingOutcome.ALREADY_CLOSED:
+        return [], {}
+    effect: list[list[Any]] = []
+    rules: dict[str, str] = {}
+    for key, cell in sorted(line["cells"].items()):
+        ministry, phase, cell_year = split_cell_key(key)
+        if cell_year != year:
+            continue
+        previous = line["cells"].get(cell_key(ministry, phase, year - 1))
+        figures = CellYear(bevilget_ore=cell["bevilget_ore"], omdisponert_ore=cell["omdisponert_ore"],
+                           forpliktet_ore=cell["forpliktet_ore"], utbetalt_ore=cell["utbetalt_ore"],
+                           previous_year_appropriation_ore=0 if previous is None
+                           else previous["bevilget_ore"] + previous["omdisponert_ore"],
+                           carried_in_ore=cell["overfort_inn_ore"])
+        carry = close_cell(figures, _post_terms(catalogue, year, cell))
+        effect += [["cell", ministry, phase, year + 1, "overfort_inn_ore", carry.carried_ore],
+                   ["cell", ministry, phase, year + 1, "bortfalt_ore", carry.lapsed_ore]]
+        rules[cell_key(ministry, phase, year + 1)] = carry.rule.value
+    closing = {"event_id": message.id, "closed_by": message.source_ministry, "closed_at": rfc3339(message.time)}
+    return effect, {"closing": (year, closing), "carry_rules": rules}
+
+
+def _reallocation_effect(data: Any, line_id: str) -> list[list[Any]]:
+    """An omdisponert's two sides, both in the event's fiscal year (the contract refuses sides in other years)."""
+    year, amount = data.fiscal_year, data.amount_ore
+    effect = [["cell", data.from_.ministry, data.from_.phase, year, "omdisponert_ore", -amount]]
+    if data.to_line_id == line_id:
+        effect.append(["cell", data.to.ministry, data.to.phase, year, "omdisponert_ore", amount])
+    else:
+        effect.append(["transfer", data.to_line_id, data.to.ministry, data.to.phase, year, amount])
+    return effect
 
 
 def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int) -> dict[str, Any] | None:
@@ -368,25 +514,26 @@ def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int)
     return record
 
 
-def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]], extra: dict[str, Any]) -> set[tuple[str, str]]:
-    """Apply cell deltas to a (copied) line record; returns the cells touched."""
+def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]],
+                         extra: dict[str, Any]) -> set[tuple[str, str, int]]:
+    """Apply cell deltas to a (copied) line record; returns the cells touched, as (ministry, phase, fiscal_year)."""
     touched = set()
     cells = line["cells"]
     for entry in effect:
         if entry[0] != "cell":
             continue
-        _, ministry, phase, name, delta = entry
-        key = cell_key(ministry, phase)
-        if (ministry, phase) not in touched:
+        _, ministry, phase, year, name, delta = entry
+        key = cell_key(ministry, phase, year)
+        if (ministry, phase, year) not in touched:
             # Copy on first write: the line's cells may still be shared with the stored record.
             cell = cells.get(key)
             cells[key] = new_cell() if cell is None else {**cell, "funding_posts": list(cell["funding_posts"])}
         cells[key][name] += delta
-        touched.add((ministry, phase))
+        touched.add((ministry, phase, year))
     post = extra.get("funding_post")
     if post:
-        (ministry, phase), = touched
-        cell = line["cells"][cell_key(ministry, phase)]
+        (touched_cell,) = touched
+        cell = line["cells"][cell_key(*touched_cell)]
         if post not in cell["funding_posts"]:
             cell["funding_posts"] = sorted(cell["funding_posts"] + [post])
         cell["overslagsbevilgning"] = cell["overslagsbevilgning"] or bool(extra.get("overslagsbevilgning"))
@@ -396,7 +543,8 @@ def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]], extra: d
 
 def _transfers_for(effect: list[list[Any]], message: Message, line_id: str) -> list[Transfer]:
     return [
-        Transfer(id=f"{message.id}#to", line_id=entry[1], ministry=entry[2], phase=entry[3], amount_ore=entry[4],
+        Transfer(id=f"{message.id}#to", line_id=entry[1], ministry=entry[2], phase=entry[3], fiscal_year=entry[4],
+                 amount_ore=entry[5],
                  origin_id=message.id, origin_line_id=line_id, source_ministry=message.source_ministry,
                  time=message.time)
         for entry in effect if entry[0] == "transfer"
@@ -451,11 +599,11 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
     for entry in effect:
         if entry[0] != "commit":
             continue
-        _, commitment_id, ministry, phase, delta = entry
+        _, commitment_id, ministry, phase, year, delta = entry
         before = load_commitment(store, line_id, commitment_id, offset)
         before_ore = None if before is None else before["outstanding_ore"]
         store[commitment_key(line_id, commitment_id)] = {
-            "ministry": ministry, "phase": phase, "outstanding_ore": (before_ore or 0) + delta,
+            "ministry": ministry, "phase": phase, "fiscal_year": year, "outstanding_ore": (before_ore or 0) + delta,
             "offset": offset, "before_ore": before_ore,
         }
     if "corrects_id" in extra:
@@ -467,19 +615,25 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
     before_flags = {}
     for entry in effect:
         if entry[0] == "cell":
-            key = cell_key(entry[1], entry[2])
+            key = cell_key(entry[1], entry[2], entry[3])
             cell = line["cells"].get(key)
             if cell is not None and key not in before_flags:
                 before_flags[key] = {name: cell[name] for name in FLAGS}
     touched = apply_effect_to_line(line, effect, extra)
-    for ministry, phase in sorted(touched):
-        cell = line["cells"][cell_key(ministry, phase)]
+    if "closing" in extra:
+        year, closing = extra["closing"]
+        line["closed_years"] = {**line.get("closed_years", {}), str(year): closing}
+        for key, rule in extra["carry_rules"].items():
+            line["cells"][key]["carry_rule"] = rule  # copied on write by apply_effect_to_line: every key was touched
+    for ministry, phase, year in sorted(touched):
+        key = cell_key(ministry, phase, year)
+        cell = line["cells"][key]
         new_flags = cell_flags(cell)
-        old_flags = before_flags.get(cell_key(ministry, phase), {name: False for name in FLAGS})
+        old_flags = before_flags.get(key, {name: False for name in FLAGS})
         for name in FLAGS:
             if new_flags[name] != old_flags[name]:
                 outcome.flags.append({
-                    "line_id": line_id, "ministry": ministry, "phase": phase, "flag": name,
+                    "line_id": line_id, "ministry": ministry, "phase": phase, "fiscal_year": year, "flag": name,
                     "raised": new_flags[name], "event_id": message.id,
                     **{f: cell[f] for f in AMOUNT_FIELDS}, "disponibelt_ore": disponibelt(cell),
                 })
@@ -499,37 +653,46 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
 
 # --- views ------------------------------------------------------------------------------
 
-def cell_view(ministry: str, phase: str, cell: dict[str, Any]) -> dict[str, Any]:
-    return {"ministry": ministry, "phase": phase, **{name: cell[name] for name in AMOUNT_FIELDS},
-            "disponibelt_ore": disponibelt(cell)}
+def cell_view(ministry: str, phase: str, fiscal_year: int, cell: dict[str, Any]) -> dict[str, Any]:
+    return {"ministry": ministry, "phase": phase, "fiscal_year": fiscal_year,
+            **{name: cell[name] for name in AMOUNT_FIELDS}, "disponibelt_ore": disponibelt(cell)}
 
 
 def sum_amounts(cells: list[dict[str, Any]]) -> dict[str, int]:
     return {name: sum(cell[name] for cell in cells) for name in TOTAL_FIELDS}
 
 
+def line_cells(line: dict[str, Any], fiscal_year: int | None = None) -> list[dict[str, Any]]:
+    """The line's cells as views, ordered by year, ministry and phase; only `fiscal_year`'s when given."""
+    cells = [cell_view(*split_cell_key(key), cell) for key, cell in line["cells"].items()]
+    if fiscal_year is not None:
+        cells = [cell for cell in cells if cell["fiscal_year"] == fiscal_year]
+    return sorted(cells, key=lambda c: (c["fiscal_year"], c["ministry"], c["phase"]))
+
+
 def line_totals(line: dict[str, Any]) -> dict[str, Any]:
-    """The totals message for one line (the shape milepael consumes)."""
-    cells = [cell_view(*key.split("|"), cell) for key, cell in sorted(line["cells"].items())]
+    """The totals message for one line (the shape milepael consumes): every cell with its fiscal year,
+    the totals per year, and `totals` over all years (what a stage has cost so far spans its years)."""
+    cells = line_cells(line)
     return {
         "line_id": line["line_id"],
         "updated_at": line["updated_at"],
         "last_event_time": line["last_event_time"],
         "cells": cells,
+        "by_fiscal_year": rollups(cells)["by_fiscal_year"],
         "totals": sum_amounts(cells),
     }
 
 
 def rollups(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
-    by_ministry: dict[str, list] = {}
-    by_phase: dict[str, list] = {}
+    """Sums per ministry, per phase and per fiscal year (keys are text: they become JSON object keys)."""
+    groups: dict[str, dict[str, list]] = {"by_ministry": {}, "by_phase": {}, "by_fiscal_year": {}}
     for cell in cells:
-        by_ministry.setdefault(cell["ministry"], []).append(cell)
-        by_phase.setdefault(cell["phase"], []).append(cell)
-    return {
-        "by_ministry": {key: sum_amounts(group) for key, group in sorted(by_ministry.items())},
-        "by_phase": {key: sum_amounts(group) for key, group in sorted(by_phase.items())},
-    }
+        groups["by_ministry"].setdefault(cell["ministry"], []).append(cell)
+        groups["by_phase"].setdefault(cell["phase"], []).append(cell)
+        groups["by_fiscal_year"].setdefault(str(cell["fiscal_year"]), []).append(cell)
+    return {name: {key: sum_amounts(group) for key, group in sorted(by_key.items())}
+            for name, by_key in groups.items()}
 
 
 def lines_in(store: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import BigInteger, Column, Text, event, func, select
+from sqlalchemy import BigInteger, Column, Text, event, func, inspect, select
 from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
@@ -30,6 +30,7 @@ class BudsjettEvent(SQLModel, table=True):
     line_id: str = Field(index=True, max_length=64)
     kind: str = Field(max_length=40)
     source_ministry: str = Field(max_length=8)
+    fiscal_year: int  # the year its money belongs to (a korrigert: the original's)
     time: datetime = Field(index=True)
     partition: int
     kafka_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -48,11 +49,14 @@ class BudsjettEffect(SQLModel, table=True):
     line_id: str = Field(index=True, max_length=64)
     ministry: str = Field(max_length=8)
     phase: str = Field(max_length=20)
+    fiscal_year: int
     time: datetime = Field(index=True)
     bevilget_ore: int = _big()
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
 
 
 class BudsjettCell(SQLModel, table=True):
@@ -60,16 +64,20 @@ class BudsjettCell(SQLModel, table=True):
     line_id: str = Field(primary_key=True, max_length=64)
     ministry: str = Field(primary_key=True, max_length=8)
     phase: str = Field(primary_key=True, max_length=20)
+    fiscal_year: int = Field(primary_key=True)
     bevilget_ore: int = _big()
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
     overcommitted: bool = False
     overspent: bool = False
     overslagsbevilgning: bool = False
     kan_overfores: bool = False
     funding_posts: str = ""
+    carry_rule: str | None = Field(default=None, max_length=40)
 
 
 class BudsjettLine(SQLModel, table=True):
@@ -78,6 +86,7 @@ class BudsjettLine(SQLModel, table=True):
     events: int = 0
     last_event_time: datetime | None = None
     updated_at: datetime | None = None
+    closed_years: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON: year -> closing
 
 
 class BudsjettFlag(SQLModel, table=True):
@@ -85,6 +94,7 @@ class BudsjettFlag(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=160)
     ministry: str = Field(primary_key=True, max_length=8)
     phase: str = Field(primary_key=True, max_length=20)
+    fiscal_year: int = Field(primary_key=True)
     flag: str = Field(primary_key=True, max_length=20)
     line_id: str = Field(index=True, max_length=64)
     raised: bool
@@ -93,6 +103,8 @@ class BudsjettFlag(SQLModel, table=True):
     omdisponert_ore: int = _big()
     forpliktet_ore: int = _big()
     utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
 
 
@@ -133,7 +145,8 @@ def _cell_record(row: Any) -> dict[str, Any]:
     """A budsjett_cell row as the core's cell record."""
     return {**{name: row[name] for name in core.AMOUNT_FIELDS}, "overcommitted": bool(row["overcommitted"]),
             "overspent": bool(row["overspent"]), "funding_posts": row["funding_posts"].split(),
-            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"])}
+            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"]),
+            "carry_rule": row["carry_rule"]}
 
 
 def _column_names(model: Any) -> tuple[str, ...]:
@@ -177,18 +190,19 @@ class Batch:
         payload = raw.decode("utf-8", "replace") if raw is not None else json.dumps(message.to_wire())
         corrects_id = getattr(getattr(message, "data", None), "corrects_id", None)
         event_row = {"event_id": message.id, "line_id": outcome.line_id, "kind": message.kind,
-                     "source_ministry": message.source_ministry, "time": time, "partition": partition,
+                     "source_ministry": message.source_ministry,
+                     "fiscal_year": core.event_fiscal_year(message, outcome.effect), "time": time, "partition": partition,
                      "kafka_offset": offset, "corrects_id": corrects_id, "corrected_by": None,
                      "payload": payload, "recorded_at": self.recorded_at}
         self.events.append(tuple(event_row[c] for c in EVENT_COLUMNS))
-        deltas: dict[tuple[str, str], dict[str, int]] = {}
+        deltas: dict[tuple[str, str, int], dict[str, int]] = {}
         for entry in outcome.effect:
             if entry[0] == "cell":
-                _, ministry, phase, name, delta = entry
-                deltas.setdefault((ministry, phase), dict.fromkeys(core.AMOUNT_FIELDS, 0))[name] += delta
-        for seq, ((ministry, phase), amounts) in enumerate(sorted(deltas.items())):
+                _, ministry, phase, year, name, delta = entry
+                deltas.setdefault((ministry, phase, year), dict.fromkeys(core.AMOUNT_FIELDS, 0))[name] += delta
+        for seq, ((ministry, phase, year), amounts) in enumerate(sorted(deltas.items())):
             row = {"event_id": message.id, "seq": seq, "line_id": outcome.line_id, "ministry": ministry,
-                   "phase": phase, "time": time, **amounts}
+                   "phase": phase, "fiscal_year": year, "time": time, **amounts}
             self.effects.append(tuple(row[c] for c in EFFECT_COLUMNS))
         for flag in outcome.flags:
             row = {**flag, "time": time}
@@ -204,15 +218,16 @@ class Batch:
         for line_id, line in self.lines.items():
             row = {"line_id": line_id, "events": line["events"],
                    "last_event_time": self.bind_time(_parse_time(line["last_event_time"])),
-                   "updated_at": self.bind_time(_parse_time(line["updated_at"]))}
+                   "updated_at": self.bind_time(_parse_time(line["updated_at"])),
+                   "closed_years": json.dumps(line.get("closed_years", {}), sort_keys=True)}
             line_rows.append(tuple(row[c] for c in LINE_COLUMNS))
             for key, cell in line["cells"].items():
-                ministry, phase = key.split("|")
-                row = {"line_id": line_id, "ministry": ministry, "phase": phase,
+                ministry, phase, year = core.split_cell_key(key)
+                row = {"line_id": line_id, "ministry": ministry, "phase": phase, "fiscal_year": year,
                        **{n: cell[n] for n in core.AMOUNT_FIELDS}, "disponibelt_ore": core.disponibelt(cell),
                        "overcommitted": cell["overcommitted"], "overspent": cell["overspent"],
                        "overslagsbevilgning": cell["overslagsbevilgning"], "kan_overfores": cell["kan_overfores"],
-                       "funding_posts": " ".join(cell["funding_posts"])}
+                       "funding_posts": " ".join(cell["funding_posts"]), "carry_rule": cell["carry_rule"]}
                 cell_rows.append(tuple(row[c] for c in CELL_COLUMNS))
         return line_rows, cell_rows
 
@@ -228,16 +243,25 @@ class ReadModel:
                 # Random event ids land all over the primary-key B-tree: a bulk rebuild keeps it in memory.
                 dbapi_connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}")
         create_tables(self.engine, [m.__table__ for m in _TABLES])
+        self._refuse_an_older_layout()
         # The dialect's own datetime binding (SQLite stores text in SQLAlchemy's format; psycopg2 takes datetimes).
         self.bind_time = BudsjettEvent.__table__.c.time.type.bind_processor(self.engine.dialect) or (lambda v: v)
         self._insert_sql = {
             model: self._values_sql(model, "ON CONFLICT DO NOTHING") for model in (BudsjettEvent, BudsjettEffect,
                                                                                     BudsjettFlag)}
-        for model, keys in ((BudsjettLine, ("line_id",)), (BudsjettCell, ("line_id", "ministry", "phase"))):
+        for model, keys in ((BudsjettLine, ("line_id",)), (BudsjettCell, ("line_id", "ministry", "phase", "fiscal_year"))):
             updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[model] if c not in keys)
             self._insert_sql[model] = self._values_sql(model, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
         mark = "%s" if self.dialect == "postgresql" else "?"
         self._correction_sql = f"UPDATE {BudsjettEvent.__tablename__} SET corrected_by = {mark} WHERE event_id = {mark}"
+
+    def _refuse_an_older_layout(self) -> None:
+        """Tables from before cells had a fiscal year cannot be written: say so in one line, at start."""
+        present = {column["name"] for column in inspect(self.engine).get_columns(BudsjettCell.__tablename__)}
+        if not {"fiscal_year", "carry_rule"} <= present:
+            raise RuntimeError(f"the budsjett read model at {self.engine.url.render_as_string()} has tables from "
+                               f"before cells had a fiscal year and year-end figures: rebuild it into a fresh database "
+                               f"(`reformspor replay --db <new url>`) or drop its budsjett_* tables")
 
     def _values_sql(self, model: Any, conflict: str) -> str:
         """INSERT … VALUES <rows> <conflict>: psycopg2's execute_values fills one %s with many rows."""
@@ -296,26 +320,29 @@ class ReadModel:
         by_event: dict[str, list] = {}
         for effect in effects:
             by_event.setdefault(effect.event_id, []).append(
-                {"ministry": effect.ministry, "phase": effect.phase,
+                {"ministry": effect.ministry, "phase": effect.phase, "fiscal_year": effect.fiscal_year,
                  **{n: getattr(effect, n) for n in core.AMOUNT_FIELDS}})
         return [{"event_id": r.event_id, "kind": r.kind, "source_ministry": r.source_ministry,
-                 "time": core.rfc3339(_utc(r.time)), "partition": r.partition, "offset": r.kafka_offset,
+                 "fiscal_year": r.fiscal_year, "time": core.rfc3339(_utc(r.time)), "partition": r.partition, "offset": r.kafka_offset,
                  "corrects_id": r.corrects_id, "corrected_by": r.corrected_by,
                  "event": json.loads(r.payload), "deltas": by_event.get(r.event_id, [])} for r in rows]
 
-    def cells_as_of(self, line_id: str, as_of: datetime) -> list[dict[str, Any]]:
-        """Totals per cell from every delta with event time at or before `as_of`."""
+    def cells_as_of(self, line_id: str, as_of: datetime, fiscal_year: int | None = None) -> list[dict[str, Any]]:
+        """Totals per cell (of `fiscal_year`, or every year) from every delta with event time at or before `as_of`."""
         table = BudsjettEffect.__table__.c
         as_of = as_of.astimezone(timezone.utc)
-        query = (select(table.ministry, table.phase, *[func.sum(table[n]) for n in core.AMOUNT_FIELDS])
+        cell_columns = (table.fiscal_year, table.ministry, table.phase)
+        query = (select(*cell_columns, *[func.sum(table[n]) for n in core.AMOUNT_FIELDS])
                  .where(table.line_id == line_id, table.time <= as_of)
-                 .group_by(table.ministry, table.phase).order_by(table.ministry, table.phase))
+                 .group_by(*cell_columns).order_by(*cell_columns))
+        if fiscal_year is not None:
+            query = query.where(table.fiscal_year == fiscal_year)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         cells = []
-        for ministry, phase, *sums in rows:
+        for year, ministry, phase, *sums in rows:
             cell = dict(zip(core.AMOUNT_FIELDS, (int(s or 0) for s in sums)))
-            cells.append({"ministry": ministry, "phase": phase, **cell, "disponibelt_ore": core.disponibelt(cell)})
+            cells.append(core.cell_view(ministry, phase, year, cell))
         return cells
 
     def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
@@ -324,10 +351,10 @@ class ReadModel:
         One statement (lines joined with their cells), so a line and its cells come from one commit.
         """
         line, cell = BudsjettLine.__table__.c, BudsjettCell.__table__.c
-        query = (select(line.line_id, line.events, line.last_event_time, line.updated_at,
+        query = (select(line.line_id, line.events, line.last_event_time, line.updated_at, line.closed_years,
                         *[c for c in BudsjettCell.__table__.columns if c.name != "line_id"])
                  .select_from(BudsjettLine.__table__.outerjoin(BudsjettCell.__table__, line.line_id == cell.line_id))
-                 .order_by(line.line_id, cell.ministry, cell.phase))
+                 .order_by(line.line_id, cell.fiscal_year, cell.ministry, cell.phase))
         if line_id is not None:
             query = query.where(line.line_id == line_id)
         with self.engine.connect() as connection:
@@ -338,9 +365,10 @@ class ReadModel:
             if record is None:
                 record = lines[row["line_id"]] = {
                     **core.new_line(row["line_id"]), "events": row["events"],
-                    "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"])}
+                    "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"]),
+                    "closed_years": json.loads(row["closed_years"])}
             if row["ministry"] is not None:
-                record["cells"][core.cell_key(row["ministry"], row["phase"])] = _cell_record(row)
+                record["cells"][core.cell_key(row["ministry"], row["phase"], row["fiscal_year"])] = _cell_record(row)
         return lines
 
     def line_count(self) -> int:
@@ -356,7 +384,8 @@ class ReadModel:
 
     def cells(self, line_id: str | None = None) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
-            query = select(BudsjettCell).order_by(BudsjettCell.line_id, BudsjettCell.ministry, BudsjettCell.phase)
+            query = select(BudsjettCell).order_by(BudsjettCell.line_id, BudsjettCell.fiscal_year, BudsjettCell.ministry,
+                                                  BudsjettCell.phase)
             if line_id:
                 query = query.where(BudsjettCell.line_id == line_id)
             return [row.model_dump() for row in session.execute(query).scalars().all()]

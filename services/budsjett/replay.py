@@ -37,6 +37,7 @@ from services.shared.contract import ContractError
 from services.shared.kafka_security import consumer_group
 from services.shared.streaming import connection_config
 
+SERVICE = "budsjett"
 CHUNK_EVENTS = 20_000  # events per read-model transaction
 FETCH_RECORDS = 5_000
 # Set in the parent before the worker processes fork (a Catalogue need not be picklable).
@@ -92,10 +93,9 @@ def _apply_records(records, partition: int, stores: LineStores, batch: Batch, re
 
 def _read_partition(settings: Settings, partition: int, end_offset: int, on_records) -> None:
     """Feed (offset, key, value) of one partition, offset 0 up to end_offset, to on_records in fetch batches."""
-    # The group id is never joined or committed, but librdkafka looks its coordinator up: it must
-    # lie inside budsjett's GROUP ACL (a prefixed pattern on its consumer group).
-    group_id = f"{consumer_group(settings, 'budsjett')}-replay"
-    consumer = Consumer({**connection_config(settings, "budsjett").as_librdkafka_dict(), "group.id": group_id,
+    # As budsjett's principal (the ACLs let it read its input), in a group under its prefix; nothing is committed.
+    consumer = Consumer({**connection_config(settings, SERVICE).as_librdkafka_dict(),
+                         "group.id": f"{consumer_group(settings, SERVICE)}-replay",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
     tp = TopicPartition(settings.topics.budget, partition, OFFSET_BEGINNING)
@@ -157,7 +157,7 @@ def _replay_one_partition(args: tuple) -> PartitionResult:
 
 def _end_offsets(settings: Settings) -> dict[int, int]:
     """Per partition, the last stable offset: the end as a read_committed reader sees it."""
-    admin = AdminClient(connection_config(settings, "budsjett").as_librdkafka_dict())
+    admin = AdminClient(connection_config(settings, SERVICE).as_librdkafka_dict())
     topic = settings.topics.budget
     described = admin.list_topics(topic, timeout=30).topics[topic]
     if described.error is not None:
@@ -210,12 +210,13 @@ def replay(settings: Settings, db_url: str, progress: Callable[[str], None] = pr
 
 
 def summarize(lines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per line: totals, per-ministry roll-ups and raised flags (what `reformspor replay` prints)."""
+    """Per line: totals, per-ministry and per-year roll-ups and raised flags (what `reformspor replay` prints)."""
     summary = []
     for line_id, line in sorted(lines.items()):
-        cells = core.line_totals(line)["cells"]
+        cells = core.line_cells(line)
+        groups = core.rollups(cells)
         summary.append({"line_id": line_id, "totals": core.sum_amounts(cells),
-                        "by_ministry": core.rollups(cells)["by_ministry"],
-                        "flags": [{"ministry": key.split("|")[0], "flag": f} for key, c in line["cells"].items()
-                                  for f in core.FLAGS if c[f]]})
+                        "by_ministry": groups["by_ministry"], "by_fiscal_year": groups["by_fiscal_year"],
+                        "flags": [{"ministry": core.split_cell_key(key)[0], "fiscal_year": core.split_cell_key(key)[2],
+                                   "flag": f} for key, c in line["cells"].items() for f in core.FLAGS if c[f]]})
     return summary

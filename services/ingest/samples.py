@@ -24,6 +24,7 @@ def sample_data(kind: str, ministry: str = "BFD", line_id: str = "0-24", reform_
         "utbetalt": {"line_id": line_id, "ministry": ministry, "phase": "utredning", "amount_nok": 250,
                      "fiscal_year": 2026},
         "korrigert": {"line_id": line_id, "corrects_id": "e-0", "reason": "wrong post"},
+        "arsavslutning": {"line_id": line_id, "fiscal_year": 2026, "reason": "årsoppgjør"},
         "reform_registrert": {
             "reform_id": reform_id, "title": "Tidlig innsats", "owner": ministry,
             "stages": [{
@@ -55,5 +56,6 @@ def sample_internal_credit(ministry: str = "BFD", event_id: str = "t-1", line_id
     """budsjett's cross-line credit as budsjett writes it: an internal type no publisher may send."""
     from services.budsjett.core import Transfer
 
-    return Transfer(id=event_id, line_id=line_id, ministry=ministry, phase="utredning", amount_ore=99_999_900,
+    return Transfer(id=event_id, line_id=line_id, ministry=ministry, phase="utredning", fiscal_year=2026,
+                    amount_ore=99_999_900,
                     origin_id="e-0", origin_line_id="0-25", source_ministry=ministry, time=SAMPLE_TIME).to_wire()

@@ -46,7 +46,8 @@ SOURCE_PREFIX = "urn:no:dep:"
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 500
 
-BUDGET_KINDS = ("bevilget", "omdisponert", "forpliktet", "forpliktelse_frigitt", "utbetalt", "korrigert")
+BUDGET_KINDS = ("bevilget", "omdisponert", "forpliktet", "forpliktelse_frigitt", "utbetalt", "korrigert",
+                "arsavslutning")
 REFORM_KINDS = (
     "reform_registrert",
     "milepael_startet",
@@ -200,6 +201,7 @@ class Side(_Data):
     line_id: Identifier | None = None
     ministry: MinistryCode
     phase: Phase
+    fiscal_year: FiscalYear | None = None  # if given, must be the event's: money moves within one budget year
 
 
 class Omdisponert(_Data):
@@ -216,6 +218,11 @@ class Omdisponert(_Data):
     def _sides_differ(self) -> "Omdisponert":
         if self.from_.line_id not in (None, self.line_id):
             raise ValueError("from.line_id must be the event's line_id (the line the money leaves)")
+        for name, side in (("from", self.from_), ("to", self.to)):
+            if side.fiscal_year not in (None, self.fiscal_year):
+                raise ValueError(f"omdisponert may not cross fiscal years: {name}.fiscal_year {side.fiscal_year} is "
+                                 f"not the event's fiscal_year {self.fiscal_year} (bevilgningsreglementet § 3: the "
+                                 f"budget is per year; unspent money moves on only at the year-end closing)")
         target_line = self.to.line_id or self.line_id
         if (target_line, self.to.ministry, self.to.phase) == (self.line_id, self.from_.ministry, self.from_.phase):
             raise ValueError("from and to are the same line, ministry and phase: nothing would move")
@@ -254,6 +261,15 @@ class Korrigert(_Data):
     line_id: Identifier
     corrects_id: EventId
     reason: Text
+
+
+class Arsavslutning(_Data):
+    """Year-end closing of one line's fiscal year. Who may publish it (FIN, or the line's sole funder that
+    year) depends on the line's state, so budsjett decides it, not the contract."""
+
+    line_id: Identifier
+    fiscal_year: FiscalYear
+    reason: Text = ""
 
 
 # --- reform events (key: reform_id) -------------------------------------------
@@ -417,6 +433,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "forpliktelse_frigitt": ForpliktelseFrigitt,
     "utbetalt": Utbetalt,
     "korrigert": Korrigert,
+    "arsavslutning": Arsavslutning,
     "reform_registrert": ReformRegistrert,
     "milepael_startet": MilepaelStartet,
     "milepael_fullfort": MilepaelFullfort,

@@ -119,9 +119,10 @@ def assert_audit_trail_complete(settings, events: list[dict], expected: dict[str
         assert len(ids) == len(set(ids)) == len(wanted)
         far_future = datetime(2100, 1, 1, tzinfo=timezone.utc)
         for line_id, line in expected.items():
-            cells = {(c["ministry"], c["phase"]): c for c in read_model.cells_as_of(line_id, far_future)}
+            cells = {(c["ministry"], c["phase"], c["fiscal_year"]): c
+                     for c in read_model.cells_as_of(line_id, far_future)}
             for cell in core.line_totals(line)["cells"]:
-                summed = cells.get((cell["ministry"], cell["phase"]))
+                summed = cells.get((cell["ministry"], cell["phase"], cell["fiscal_year"]))
                 assert summed is not None and all(summed[k] == cell[k] for k in core.TOTAL_FIELDS), (line_id, cell)
     finally:
         read_model.close()
@@ -143,7 +144,7 @@ def applied_so_far(settings) -> int:
 def live_cells(settings, line_id: str) -> list[dict]:
     with urllib.request.urlopen(f"{settings.service_url('budsjett')}/v1/lines/{line_id}", timeout=5) as response:
         cells = json.loads(response.read())["cells"]
-    return [{k: c[k] for k in ("ministry", "phase", *core.TOTAL_FIELDS)} for c in cells]
+    return [{k: c[k] for k in ("ministry", "phase", "fiscal_year", *core.TOTAL_FIELDS)} for c in cells]
 
 
 def assert_equals_oracle(settings, expected: dict[str, dict], stack=None) -> None:

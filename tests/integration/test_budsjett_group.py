@@ -71,7 +71,7 @@ def test_committed_offsets_reach_the_log_end_once_everything_is_applied(stack, s
         # After a restart with nothing new to apply, every line's gauges are served again (from the read model).
         stack.stop_service("budsjett")
         stack.start_service("budsjett")
-        wait_until(lambda: all(f'reformspor_budsjett_bevilget_ore{{line="g-{n}",ministry="BFD",phase="utredning"}}'
+        wait_until(lambda: all(f'reformspor_budsjett_bevilget_ore{{line="g-{n}",ministry="BFD",phase="utredning",fiscal_year="2026"}}'
                                in metrics_text(settings) for n in range(8)), 30, "every line's gauges after a restart")
         assert read_model.event_count() == len(events)
     finally:

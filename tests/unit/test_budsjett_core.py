@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from services.budsjett import core
 from services.budsjett.catalogue import Catalogue, CatalogueItem
-from services.shared.contract import make_event, parse_event
+from services.milepael.core import totals_summary
+from services.shared.contract import ContractError, make_event, parse_event
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 MINISTRIES = ("BFD", "KD", "HOD")
@@ -20,29 +23,29 @@ def ev(kind, ministry, data, event_id, minutes=0):
     return parse_event(make_event(kind, ministry, data, event_id, T0 + timedelta(minutes=minutes)))
 
 
-def bevilget(event_id, line, ministry, phase, nok, kap=840, post=70, minutes=0):
+def bevilget(event_id, line, ministry, phase, nok, kap=840, post=70, minutes=0, year=2026):
     return ev("bevilget", ministry, {"line_id": line, "ministry": ministry, "phase": phase, "amount_nok": nok,
-                                     "kap": kap, "post": post, "fiscal_year": 2026}, event_id, minutes)
+                                     "kap": kap, "post": post, "fiscal_year": year}, event_id, minutes)
 
 
-def omdisponert(event_id, line, from_, to, nok, to_line=None):
+def omdisponert(event_id, line, from_, to, nok, to_line=None, year=2026):
     to_side = {"ministry": to[0], "phase": to[1], **({"line_id": to_line} if to_line else {})}
     return ev("omdisponert", from_[0], {"line_id": line, "amount_nok": nok, "from": {"ministry": from_[0], "phase": from_[1]},
-                                        "to": to_side, "fiscal_year": 2026}, event_id)
+                                        "to": to_side, "fiscal_year": year}, event_id)
 
 
-def forpliktet(event_id, line, ministry, phase, cid, nok):
+def forpliktet(event_id, line, ministry, phase, cid, nok, year=2026):
     return ev("forpliktet", ministry, {"line_id": line, "ministry": ministry, "phase": phase, "commitment_id": cid,
-                                       "amount_nok": nok, "fiscal_year": 2026}, event_id)
+                                       "amount_nok": nok, "fiscal_year": year}, event_id)
 
 
-def frigitt(event_id, line, ministry, phase, cid, nok):
+def frigitt(event_id, line, ministry, phase, cid, nok, year=2026):
     return ev("forpliktelse_frigitt", ministry, {"line_id": line, "ministry": ministry, "phase": phase,
-                                                 "commitment_id": cid, "amount_nok": nok, "fiscal_year": 2026}, event_id)
+                                                 "commitment_id": cid, "amount_nok": nok, "fiscal_year": year}, event_id)
 
 
-def utbetalt(event_id, line, ministry, phase, nok, cid=None, kap=None, post=None):
-    data = {"line_id": line, "ministry": ministry, "phase": phase, "amount_nok": nok, "fiscal_year": 2026}
+def utbetalt(event_id, line, ministry, phase, nok, cid=None, kap=None, post=None, year=2026):
+    data = {"line_id": line, "ministry": ministry, "phase": phase, "amount_nok": nok, "fiscal_year": year}
     if cid:
         data["commitment_id"] = cid
     if kap:
@@ -58,8 +61,8 @@ def totals(store):
     return {line_id: core.line_totals(line)["cells"] for line_id, line in core.lines_in(store).items()}
 
 
-def grand_total(store):
-    all_cells = [cell for cells in totals(store).values() for cell in cells]
+def grand_total(store, year=None):
+    all_cells = [cell for cells in totals(store).values() for cell in cells if year in (None, cell["fiscal_year"])]
     return core.sum_amounts(all_cells)
 
 
@@ -182,7 +185,7 @@ def test_overslagsbevilgning_may_be_exceeded_without_overspending_flag():
         utbetalt("u1", "0-24", "KD", "utredning", "150.00"),
     ], _catalogue())
     assert [f["flag"] for f in outcomes[1].flags] == ["overcommitted"]
-    assert store["line:0-24"]["cells"]["KD|utredning"]["overspent"] is False
+    assert store["line:0-24"]["cells"]["KD|utredning|2026"]["overspent"] is False
 
 
 def test_no_catalogue_skips_the_check():
@@ -190,39 +193,200 @@ def test_no_catalogue_skips_the_check():
     assert outcomes[0].status == "applied"
 
 
+# --- the budget year ------------------------------------------------------------------
+
+def test_two_years_on_one_line_are_separate_cells_that_never_add_up():
+    store, outcomes = core.run_log([
+        bevilget("b26", "0-24", "BFD", "utredning", "1250000.00", year=2026),
+        bevilget("b27", "0-24", "BFD", "utredning", "3000000.00", year=2027),
+        utbetalt("u25", "0-24", "BFD", "utredning", "100.00", year=2025),
+    ])
+    assert [o.status for o in outcomes] == ["applied"] * 3
+    cells = {c["fiscal_year"]: c for c in core.line_totals(store["line:0-24"])["cells"]}
+    assert cells[2026]["bevilget_ore"] == 125000000 and cells[2026]["disponibelt_ore"] == 125000000
+    assert cells[2027]["bevilget_ore"] == 300000000 and cells[2027]["utbetalt_ore"] == 0
+    # A 2025 payment draws from no later year's pool: 2025 is overspent on its own.
+    assert cells[2025]["disponibelt_ore"] == -10000 and store["line:0-24"]["cells"]["BFD|utredning|2025"]["overspent"]
+    by_year = core.line_totals(store["line:0-24"])["by_fiscal_year"]
+    assert by_year["2026"]["bevilget_ore"] == 125000000 and by_year["2027"]["bevilget_ore"] == 300000000
+    assert [f["fiscal_year"] for f in outcomes[2].flags] == [2025, 2025]
+
+
+def test_rollups_per_ministry_phase_and_year():
+    store, _ = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "100.00", year=2026),
+        bevilget("b2", "0-24", "KD", "utredning", "10.00", year=2027),
+        bevilget("b3", "0-24", "BFD", "utvikling", "1.00", year=2027),
+    ])
+    groups = core.rollups(core.line_cells(store["line:0-24"]))
+    assert {k: v["bevilget_ore"] for k, v in groups["by_fiscal_year"].items()} == {"2026": 10000, "2027": 1100}
+    assert {k: v["bevilget_ore"] for k, v in groups["by_ministry"].items()} == {"BFD": 10100, "KD": 1000}
+    assert [c["fiscal_year"] for c in core.line_cells(store["line:0-24"], 2027)] == [2027, 2027]
+
+
+def test_a_correction_reverses_in_the_year_of_the_original():
+    store, outcomes = core.run_log([
+        bevilget("b26", "0-24", "BFD", "utredning", "500.00", year=2026),
+        bevilget("b27", "0-24", "BFD", "utredning", "700.00", year=2027),
+        korrigert("k1", "0-24", "BFD", "b26"),
+    ])
+    assert outcomes[2].status == "applied"
+    assert grand_total(store, 2026)["bevilget_ore"] == 0
+    assert grand_total(store, 2027)["bevilget_ore"] == 70000
+
+
+def test_a_commitment_is_drawn_only_in_its_own_year():
+    _, outcomes = core.run_log([
+        forpliktet("f1", "0-24", "BFD", "utredning", "K1", "600.00", year=2026),
+        utbetalt("u1", "0-24", "BFD", "utredning", "600.00", cid="K1", year=2027),
+        frigitt("r1", "0-24", "BFD", "utredning", "K1", "1.00", year=2027),
+    ])
+    assert [o.status for o in outcomes] == ["applied", "rejected", "rejected"]
+    assert "belongs to BFD/utredning/2026, not BFD/utredning/2027" in outcomes[1].reasons[0]
+
+
+def test_a_cross_line_reallocation_credits_the_same_year_on_the_other_line():
+    store, outcomes = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", year=2027),
+        omdisponert("o1", "0-24", ("BFD", "utredning"), ("KD", "utvikling"), "400.00", to_line="ung-1", year=2027),
+    ])
+    transfer = outcomes[1].sends[0]
+    assert transfer.fiscal_year == 2027
+    assert core.parse_message(core.dumps_compact(transfer.to_wire())) == transfer
+    cell, = core.line_totals(store["line:ung-1"])["cells"]
+    assert (cell["fiscal_year"], cell["omdisponert_ore"]) == (2027, 40000)
+
+
+def test_a_transfer_without_a_fiscal_year_is_refused_with_the_reason():
+    wire = core.Transfer(id="o1#to", line_id="ung-1", ministry="KD", phase="utvikling", fiscal_year=2026,
+                         amount_ore=1, origin_id="o1", origin_line_id="0-24", source_ministry="BFD",
+                         time=T0).to_wire()
+    del wire["data"]["fiscal_year"]
+    with pytest.raises(ContractError) as error:
+        core.parse_message(core.dumps_compact(wire))
+    assert "data.fiscal_year" in str(error.value.problems[0])
+
+
+def test_a_reallocation_may_not_cross_fiscal_years():
+    document = make_event("omdisponert", "BFD", {
+        "line_id": "0-24", "amount_nok": "10.00", "fiscal_year": 2026,
+        "from": {"ministry": "BFD", "phase": "utredning"},
+        "to": {"ministry": "BFD", "phase": "utvikling", "fiscal_year": 2027}}, "o1", T0)
+    with pytest.raises(ContractError) as error:
+        core.parse_message(core.dumps_compact(document))
+    assert "omdisponert may not cross fiscal years" in str(error.value)
+    document["data"]["to"]["fiscal_year"] = 2026  # naming the event's own year is fine
+    assert core.parse_message(core.dumps_compact(document)).data.to.fiscal_year == 2026
+
+
+def test_milepael_sums_a_stages_cost_over_every_year_of_the_totals_message():
+    store, _ = core.run_log([
+        utbetalt("u26", "0-24", "BFD", "utvikling", "100.00", year=2026),
+        utbetalt("u27", "0-24", "KD", "utvikling", "50.00", year=2027),
+    ])
+    message = json.loads(core.dumps_compact(core.line_totals(store["line:0-24"])))
+    assert totals_summary(message)["utbetalt_ore_by_phase"] == {"utvikling": 15000}
+
+
+# --- year-end closing (årsavslutning) -------------------------------------------------
+
+def closing(event_id, line, ministry, year, moment=None):
+    moment = moment or datetime(year + 1, 1, 15, 12, 0, tzinfo=timezone.utc)
+    return parse_event(make_event("arsavslutning", ministry, {"line_id": line, "fiscal_year": year}, event_id, moment))
+
+
+def _year_end_catalogue():
+    return Catalogue([
+        CatalogueItem(2026, 840, 21, "BFD", 8, stikkord="kan overføres", kan_overfores=True),
+        CatalogueItem(2026, 842, 1, "BFD", 8),
+        CatalogueItem(2026, 840, 70, "BFD", 8),
+        CatalogueItem(2026, 228, 70, "KD", 2, stikkord="overslagsbevilgning", overslagsbevilgning=True),
+    ])
+
+
+def test_closing_carries_or_lapses_each_cell_by_its_posts_rule_into_the_next_year():
+    store, outcomes = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21),  # kan overføres
+        utbetalt("u1", "0-24", "BFD", "utredning", "400.00"),
+        bevilget("b2", "0-24", "BFD", "utvikling", "1000.00", kap=842, post=1),  # drift: at most 5 %
+        bevilget("b3", "0-24", "KD", "implementering", "1000.00", kap=228, post=70),  # overslagsbevilgning
+        bevilget("b4", "0-24", "BFD", "implementering", "1000.00", kap=840, post=70),  # the main rule
+        closing("c-bfd", "0-24", "BFD", 2026),  # BFD does not fund the line alone
+        closing("c-fin", "0-24", "FIN", 2026),
+    ], _year_end_catalogue())
+    assert [o.status for o in outcomes[-2:]] == ["rejected", "applied"]
+    assert "BFD may not close 2026 for line 0-24, which BFD, KD fund(s) that year" in outcomes[-2].reasons[0]
+    line = store["line:0-24"]
+    figures = {(c["ministry"], c["phase"]): (c["overfort_inn_ore"], c["bortfalt_ore"], c["bevilget_ore"])
+               for c in core.line_cells(line, 2027)}
+    assert figures == {("BFD", "utredning"): (60000, 0, 0), ("BFD", "utvikling"): (5000, 95000, 0),
+                       ("KD", "implementering"): (0, 100000, 0), ("BFD", "implementering"): (0, 100000, 0)}
+    rules = {key: cell["carry_rule"] for key, cell in line["cells"].items() if key.endswith("|2027")}
+    assert rules == {"BFD|utredning|2027": "kan_overfores", "BFD|utvikling|2027": "drift_5_prosent",
+                     "KD|implementering|2027": "overslagsbevilgning", "BFD|implementering|2027": "bortfaller"}
+    assert {c["ministry"] + c["phase"]: c["disponibelt_ore"] for c in core.line_cells(line, 2027)}["BFDutredning"] == 60000
+    assert line["closed_years"] == {"2026": {"event_id": "c-fin", "closed_by": "FIN",
+                                             "closed_at": "2027-01-15T12:00:00.000000Z"}}
+
+
+def test_a_closed_year_refuses_bookings_and_corrections_and_a_second_closing_changes_nothing():
+    store, outcomes = core.run_log([
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21),
+        closing("c-early", "0-24", "BFD", 2026, moment=datetime(2026, 12, 31, 12, 0, tzinfo=timezone.utc)),
+        closing("c1", "0-24", "BFD", 2026),  # BFD funds the line alone
+        utbetalt("u-late", "0-24", "BFD", "utredning", "1.00"),
+        korrigert("k1", "0-24", "BFD", "b1"),
+        korrigert("k2", "0-24", "BFD", "c1"),
+        closing("c2", "0-24", "FIN", 2026),
+        utbetalt("u-2027", "0-24", "BFD", "utredning", "1.00", year=2027),
+    ], _year_end_catalogue())
+    statuses = [o.status for o in outcomes]
+    assert statuses == ["applied", "rejected", "applied", "rejected", "rejected", "rejected", "applied", "applied"]
+    assert "would lapse money that may still be spent" in outcomes[1].reasons[0]
+    for refused in (outcomes[3], outcomes[4]):
+        assert refused.reasons[0].startswith("fiscal year 2026 of line 0-24 is closed (closing c1 by BFD at ")
+    assert "cannot be corrected" in outcomes[5].reasons[0]
+    assert outcomes[6].effect == []  # already closed: idempotent
+    cell, = core.line_cells(store["line:0-24"], 2027)
+    assert (cell["overfort_inn_ore"], cell["utbetalt_ore"], cell["disponibelt_ore"]) == (100000, 100, 99900)
+
+
 # --- properties ------------------------------------------------------------------------
 
 amounts = st.integers(min_value=1, max_value=10**6).map(lambda kr: f"{kr}.{kr % 100:02d}")
 cells = st.tuples(st.sampled_from(MINISTRIES), st.sampled_from(PHASES))
+YEARS = (2026, 2027)
+years = st.sampled_from(YEARS)
 
 
 @st.composite
 def event_logs(draw, max_size=25):
     """Random, valid budget activity across two lines, including repeats and corrections."""
-    events = [bevilget("e-first", draw(st.sampled_from(LINES)), *draw(cells), draw(amounts))]
-    commitments: list[tuple[str, str, str, str]] = []
+    events = [bevilget("e-first", draw(st.sampled_from(LINES)), *draw(cells), draw(amounts), year=draw(years))]
+    commitments: list[tuple[str, str, str, str, int]] = []
     for i in range(draw(st.integers(min_value=1, max_value=max_size))):
         line = draw(st.sampled_from(LINES))
         ministry, phase = draw(cells)
+        year = draw(years)
         choice = draw(st.sampled_from(["bevilget", "omd", "omd_line", "forpliktet", "utbetalt", "korrigert", "dup"]))
         eid = f"e{i}"
         if choice == "bevilget":
-            events.append(bevilget(eid, line, ministry, phase, draw(amounts)))
+            events.append(bevilget(eid, line, ministry, phase, draw(amounts), year=year))
         elif choice in ("omd", "omd_line"):
             to = draw(cells.filter(lambda c: c != (ministry, phase))) if choice == "omd" else draw(cells)
             other = [x for x in LINES if x != line][0] if choice == "omd_line" else None
-            events.append(omdisponert(eid, line, (ministry, phase), to, draw(amounts), to_line=other))
+            events.append(omdisponert(eid, line, (ministry, phase), to, draw(amounts), to_line=other, year=year))
         elif choice == "forpliktet":
             cid = f"K{i}"
-            commitments.append((line, ministry, phase, cid))
-            events.append(forpliktet(eid, line, ministry, phase, cid, draw(amounts)))
+            commitments.append((line, ministry, phase, cid, year))
+            events.append(forpliktet(eid, line, ministry, phase, cid, draw(amounts), year=year))
         elif choice == "utbetalt":
             use = commitments and draw(st.booleans())
             if use:
-                line, ministry, phase, cid = draw(st.sampled_from(commitments))
-                events.append(utbetalt(eid, line, ministry, phase, draw(amounts), cid=cid))
+                line, ministry, phase, cid, year = draw(st.sampled_from(commitments))
+                events.append(utbetalt(eid, line, ministry, phase, draw(amounts), cid=cid, year=year))
             else:
-                events.append(utbetalt(eid, line, ministry, phase, draw(amounts)))
+                events.append(utbetalt(eid, line, ministry, phase, draw(amounts), year=year))
         elif choice == "korrigert" and events:
             target = draw(st.sampled_from(events))
             if target.kind != "korrigert":
@@ -236,9 +400,13 @@ def event_logs(draw, max_size=25):
 @given(event_logs())
 def test_money_is_conserved_by_every_reallocation(events):
     store, _ = core.run_log(events)
-    total = grand_total(store)
-    assert total["omdisponert_ore"] == 0
-    assert total["bevilget_ore"] + total["omdisponert_ore"] == total["bevilget_ore"]
+    for year in YEARS:  # within each year: no reallocation moves money into or out of a year
+        total = grand_total(store, year)
+        assert total["omdisponert_ore"] == 0
+        granted = sum(e.data.amount_ore for e in {e.id: e for e in events}.values()
+                      if e.kind == "bevilget" and e.data.fiscal_year == year
+                      and store[f"id:{e.id}"]["corrected_by"] is None)
+        assert total["bevilget_ore"] == granted
 
 
 def nonzero(store):
@@ -263,8 +431,12 @@ def test_a_correction_restores_the_prior_totals(events, nok, data):
     original = next(e for e in events if e.id == chosen)
     store_b, outcomes_b = core.run_log(events + [korrigert("x-fix", original.key, original.source_ministry, original.id)])
     assert next(o for o in outcomes_b if o.event_id == "x-fix").status == "applied"
-    removed = sum(e[-1] for e in store[f"id:{original.id}"]["effect"] if e[0] == "cell" and e[3] == "bevilget_ore")
-    assert grand_total(store_b)["bevilget_ore"] == grand_total(store)["bevilget_ore"] - removed
+    year = original.data.fiscal_year
+    removed = sum(e[-1] for e in store[f"id:{original.id}"]["effect"] if e[0] == "cell" and e[4] == "bevilget_ore")
+    # It reverses in the year of the original, and only there.
+    assert grand_total(store_b, year)["bevilget_ore"] == grand_total(store, year)["bevilget_ore"] - removed
+    other = next(y for y in YEARS if y != year)
+    assert grand_total(store_b, other) == grand_total(store, other)
     assert grand_total(store_b)["omdisponert_ore"] == 0
 
 
@@ -277,11 +449,12 @@ def test_replay_equals_live(events):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(LINES), cells, amounts, st.booleans()), min_size=1, max_size=15), st.randoms())
+@given(st.lists(st.tuples(st.sampled_from(LINES), cells, amounts, st.booleans(), years), min_size=1, max_size=15),
+       st.randoms())
 def test_independent_events_commute(specs, rnd):
     events = [
-        bevilget(f"e{i}", line, m, p, nok) if is_grant else utbetalt(f"e{i}", line, m, p, nok)
-        for i, (line, (m, p), nok, is_grant) in enumerate(specs)
+        bevilget(f"e{i}", line, m, p, nok, year=y) if is_grant else utbetalt(f"e{i}", line, m, p, nok, year=y)
+        for i, (line, (m, p), nok, is_grant, y) in enumerate(specs)
     ]
     shuffled = list(events)
     rnd.shuffle(shuffled)
@@ -400,3 +573,22 @@ def test_the_compact_store_reads_records_an_older_worker_wrote_as_objects():
     outcome = core.process(store, 1, events[1])
     assert outcome.status == "applied"
     assert core.sum_amounts(totals(old)["0-24"])["bevilget_ore"] == 0  # the correction found the original
+
+
+@settings(max_examples=100, deadline=None)
+@given(event_logs())
+def test_closing_splits_every_cells_unspent_amount_into_carried_and_lapsed_to_the_ore(events):
+    store, _ = core.run_log(events)
+    for offset, line_id in enumerate(sorted(core.lines_in(store)), start=10_000):
+        line = store[f"line:{line_id}"]
+        unspent = {(c["ministry"], c["phase"]): c["bevilget_ore"] + c["omdisponert_ore"] + c["overfort_inn_ore"]
+                   - c["utbetalt_ore"] for c in core.line_cells(line, 2026)}
+        before_2027 = {(c["ministry"], c["phase"]): c for c in core.line_cells(line, 2027)}
+        outcome = core.process(store, offset, closing(f"c-{line_id}", line_id, "FIN", 2026))
+        assert outcome.status == "applied"
+        after = {(c["ministry"], c["phase"]): c for c in core.line_cells(store[f"line:{line_id}"], 2027)}
+        for key, amount in unspent.items():
+            old = before_2027.get(key, {"overfort_inn_ore": 0, "bortfalt_ore": 0})
+            moved = (after[key]["overfort_inn_ore"] - old["overfort_inn_ore"]) + (after[key]["bortfalt_ore"] - old["bortfalt_ore"])
+            assert moved == amount
+            assert after[key]["bevilget_ore"] == before_2027.get(key, {"bevilget_ore": 0})["bevilget_ore"]

@@ -67,7 +67,7 @@ def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input
     assert len(totals) == 1 and totals[0].key == b"0-24"
     assert json.loads(totals[0].value)["totals"]["bevilget_ore"] == 10000
     assert any(isinstance(r, Applied) for r in first)
-    assert 'reformspor_budsjett_bevilget_ore{line="0-24",ministry="BFD",phase="utredning"} 10000\n' in \
+    assert 'reformspor_budsjett_bevilget_ore{line="0-24",ministry="BFD",phase="utredning",fiscal_year="2026"} 10000\n' in \
         gauges.render().decode()
 
     assert step(ledger, state, grant("b1", "0-24", "100.00"), 1) == []  # a retry: applied once
@@ -119,7 +119,7 @@ def test_the_sink_writes_a_checkpoint_once_and_backs_off_when_the_database_is_un
             sink.add(row, b"0-24", 0, [], "t.budsjett.events", 0, offset)
         sink.flush()
         assert read_model.event_count() == 2
-        assert read_model.lines()["0-24"]["cells"]["BFD|utredning"]["bevilget_ore"] == 300
+        assert read_model.lines()["0-24"]["cells"]["BFD|utredning|2026"]["bevilget_ore"] == 300
 
     class Unavailable(ReadModel):
         def write(self, batch):

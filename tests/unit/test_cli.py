@@ -217,7 +217,7 @@ def _ledger_documents() -> dict[str, dict]:
         if outcome.status != "applied":
             continue
         deltas: dict[tuple[str, str], dict] = {}
-        for _, ministry, phase, name, delta in (e for e in outcome.effect if e[0] == "cell"):
+        for _, ministry, phase, _year, name, delta in (e for e in outcome.effect if e[0] == "cell"):
             cell = deltas.setdefault((ministry, phase), {"ministry": ministry, "phase": phase,
                                                          **{n: 0 for n in core.AMOUNT_FIELDS}})
             cell[name] += delta
@@ -228,10 +228,10 @@ def _ledger_documents() -> dict[str, dict]:
     for line_id, line in core.lines_in(store).items():
         view = core.line_totals(line)
         for cell in view["cells"]:
-            cell.update(core.cell_flags(line["cells"][core.cell_key(cell["ministry"], cell["phase"])]))
+            cell.update(core.cell_flags(line["cells"][core.cell_key(cell["ministry"], cell["phase"], cell["fiscal_year"])]))
         documents[line_id] = {"line_id": line_id, "cells": view["cells"], "totals": view["totals"],
                               "events_applied": len(messages), "last_event_time": view["last_event_time"],
-                              "flags": [{"ministry": c["ministry"], "phase": c["phase"], "flag": f}
+                              "flags": [{"ministry": c["ministry"], "phase": c["phase"], "fiscal_year": c["fiscal_year"], "flag": f}
                                         for c in view["cells"] for f in core.FLAGS if c.get(f)],
                               "trail": trail.get(line_id, [])}
     return documents
@@ -313,7 +313,7 @@ def test_status_csv_rows_add_up_to_each_lines_totals(budsjett, capsys, tmp_path)
     path = tmp_path / "status.csv"
     path.write_text(capsys.readouterr().out)
     table = read_table(path)
-    assert table.columns == ("Linje", "Departement", "Fase", *FIGURES, "Merknader")
+    assert table.columns == ("Linje", "Budsjettår", "Departement", "Fase", *FIGURES, "Merknader")
     for line_id, document in budsjett.documents.items():
         rows = [r.values for r in table.records if r.values["Linje"] == line_id]
         cells, [total] = [r for r in rows if r["Departement"] != "sum"], [r for r in rows if r["Departement"] == "sum"]
@@ -331,7 +331,7 @@ def test_status_table_shows_every_figure_per_phase_in_norwegian(budsjett, capsys
     assert main(["status", "--line", "0-24"]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
-    assert header == ["Linje", "Departement", "Fase", *FIGURES, "Merknader"]
+    assert header == ["Linje", "Budsjettår", "Departement", "Fase", *FIGURES, "Merknader"]
     assert "implementering" in out and "ung-1" not in out
     assert "1\u00a0750\u00a0000,50" in out  # HOD's bevilget, as finance staff read it
 
@@ -433,6 +433,14 @@ def test_status_as_of_a_plain_date_means_the_end_of_that_day_in_norway(budsjett,
     with pytest.raises(SystemExit) as exited:
         main(["status", "--as-of", "30.06.2026"])
     assert exited.value.code == 2 and "neither a date (2026-06-30) nor a timestamp" in capsys.readouterr().err
+
+
+def test_status_for_one_fiscal_year_asks_budsjett_for_that_year(budsjett, capsys):
+    assert main(["status", "--line", "0-24", "--year", "2026"]) == 0
+    assert budsjett.paths[-1] == "/v1/lines/0-24?fiscal_year=2026"
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--year", "26"])
+    assert exited.value.code == 2 and "'26' is not a fiscal year" in capsys.readouterr().err
 
 
 def test_export_events_pages_through_the_trail_and_adds_up_to_the_totals(budsjett, tmp_path, monkeypatch, capsys):
