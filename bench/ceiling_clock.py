@@ -6,9 +6,11 @@ metadata) is reported apart from the rate, which runs first message → last.
 """
 from __future__ import annotations
 
+import argparse
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def cpu_s() -> float:
@@ -42,3 +44,12 @@ class CeilingClock:
             "cpu_s_per_million": (done_cpu_s - first_cpu_s) / max(events, 1) * 1_000_000,
             "sums": {line: dict(kinds) for line, kinds in sums.items()},
         }
+
+
+def parse_ceiling_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line every ceiling process takes: which topic, how many events, where to write."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--topic", required=True, help="the full topic name to read")
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args(argv)

@@ -14,7 +14,6 @@ from its first to its last message, the sums) to --out and exits.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import faust
 
-from bench.ceiling_clock import CeilingClock
+from bench.ceiling_clock import CeilingClock, parse_ceiling_args
 from services.shared.config import Settings
 from services.shared.money import parse_nok_to_ore
 
@@ -81,11 +80,7 @@ def build(settings: Settings, topic: str, events: int, out: Path) -> faust.App:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--topic", required=True, help="the full topic name to read")
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = parse_ceiling_args(__doc__.splitlines()[0], argv)
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)  # Faust creates its data dir, not the parents
     app = build(settings, args.topic, args.events, args.out)

@@ -16,7 +16,6 @@ per-line sums as read from state) to --out.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from quixstreams import Application, State
 
-from bench.ceiling_clock import CeilingClock
+from bench.ceiling_clock import CeilingClock, parse_ceiling_args
 from services.shared.config import Settings
 from services.shared.money import parse_nok_to_ore
 from services.shared.streaming import COMMIT_INTERVAL_S, input_topic, make_application
@@ -65,11 +64,7 @@ def build(settings: Settings, topic: str, events: int, state_dir: Path) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--topic", required=True, help="the full topic name to read")
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = parse_ceiling_args(__doc__.splitlines()[0], argv)
     settings = Settings.from_env()
     app, step = build(settings, args.topic, args.events, settings.home / "state" / SERVICE)
     app.run(count=args.events, collect=False)
