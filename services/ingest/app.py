@@ -58,8 +58,6 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from quixstreams import Application, State, message_context
-from quixstreams.dataframe import StreamingDataFrame
-from quixstreams.models import Topic
 from quixstreams.sinks import BatchingSink, SinkBatch
 from sqlalchemy.exc import OperationalError
 
@@ -73,8 +71,8 @@ from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loa
 from services.shared.ministries import default_registry
 from services.shared.logs import setup_logging
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
-                                       Step, connection_config, guarded, input_topic, make_application, output_topic,
-                                       run_service)
+                                       connection_config, input_topic, make_application, output_topic,
+                                       route_outputs, run_service)
 
 log = logging.getLogger("reformspor.ingest")
 
@@ -589,21 +587,10 @@ class InboundRecordSink(BatchingSink):
 
 # --- wiring -----------------------------------------------------------------------------------------
 
-def route_stateless(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters, topics: dict[str, Topic],
-                    sink: BatchingSink) -> None:
-    """streaming.route_outputs without Quix state: the inbound step keeps none (idempotency is in ingest's store).
-
-    A stateful step would give each ministry's topic its own state store (and changelog topic), and
-    make every rebalance ask the broker for the committed offset and watermarks of every inbound
-    partition, one by one: a ministry count of round trips that a broker restart turns into timeouts.
-    """
-    run = guarded(step, dead_letters)  # state None: the step keeps none
-    outputs = sdf.apply(lambda value, key, timestamp_ms, headers: run(value, key, timestamp_ms, headers, None),
-                        expand=True, metadata=True)
-    records = outputs.filter(lambda item: isinstance(item, Record))
-    records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
-    records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
-    outputs.filter(lambda item: not isinstance(item, Record)).sink(sink)
+# The inbound step keeps no Quix state (idempotency is in ingest's store): a stateful step would
+# give each ministry's topic its own state store and changelog topic, and make every rebalance ask
+# the broker for the committed offset and watermarks of every inbound partition, one by one: a
+# ministry count of round trips that a broker restart turns into timeouts.
 
 
 def inbound_topics(settings: Settings) -> list[str]:
@@ -638,7 +625,8 @@ def build(settings: Settings) -> IngestService:
         outputs = {name: output_topic(app, name) for name in (topics.budget, topics.reform, topics.dead_letter)}
         sink = InboundRecordSink(store, inbound, metrics)
         for name in inbound_topics(settings):
-            route_stateless(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink)
+            route_outputs(app.dataframe(input_topic(app, name)), inbound.step, dead_letters, outputs, sink,
+                          stateful=False)
         return app
 
     monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)

@@ -176,29 +176,28 @@ class DeadLetters:
 Step = Callable[[bytes, "bytes | None", State], list[Any]]
 # A step that also reads the message headers: step(value, key, state, headers), headers as
 # Quix gives them (a list of (name, bytes) pairs, or None).
-HeaderStep = Callable[[bytes, "bytes | None", State, Any], list[Any]]
 
 
-def guarded(step: Step | HeaderStep, dead_letters: DeadLetters,
-            with_headers: bool = False) -> Callable[..., list[Any]]:
-    """The step as Quix calls it (stateful, with metadata); a `Rejection` becomes a dead letter."""
+def guarded(step: Step, dead_letters: DeadLetters) -> Callable[..., list[Any]]:
+    """The step as Quix calls it (with metadata; state None for a stateless step); a `Rejection` becomes a dead letter."""
 
-    def run(value: bytes, key: bytes | None, timestamp_ms: int, headers: Any, state: State) -> list[Any]:
+    def run(value: bytes, key: bytes | None, timestamp_ms: int, headers: Any, state: State | None = None) -> list[Any]:
         try:
-            return step(value, key, state, headers) if with_headers else step(value, key, state)
+            return step(value, key, state)
         except Rejection as rejection:
             return [dead_letters.record(value, key, rejection)]
 
     return run
 
 
-def route_outputs(sdf: StreamingDataFrame, step: Step | HeaderStep, dead_letters: DeadLetters,
-                  topics: dict[str, Topic], sink: BatchingSink | None = None, *, with_headers: bool = False) -> None:
+def route_outputs(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters,
+                  topics: dict[str, Topic], sink: BatchingSink | None = None, *, stateful: bool = True) -> None:
     """Wire a step: its Records to their topics (one transaction per checkpoint), the rest to `sink`.
 
-    with_headers=True: the step is a HeaderStep and also gets the input message's headers.
+    stateful=False: the step keeps no Quix state (it is called with state None), so no state
+    store or changelog topic is made for its input.
     """
-    outputs = sdf.apply(guarded(step, dead_letters, with_headers), stateful=True, expand=True, metadata=True)
+    outputs = sdf.apply(guarded(step, dead_letters), stateful=stateful, expand=True, metadata=True)
     records = outputs.filter(lambda item: isinstance(item, Record))
     records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
     records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
