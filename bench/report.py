@@ -52,19 +52,14 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     faust = phases.get("faust_ceiling", {})
     faust_rate = faust.get("events_per_s")
     if faust:
-        table.append(("Faust ceiling (bare agent + json, no table)", _num(faust_rate),
-                      _num(faust["cpu_s_per_million"], 1), _ratio(faust_rate, ceiling),
-                      f"{_num(faust['seconds'], 1)} s after {_num(faust['seconds_incl_startup'] - faust['seconds'], 1)} s "
-                      f"start-up; peak RSS {_num(faust.get('peak_rss_mb'))} MB"))
+        table.append(_engine_ceiling_row("Faust ceiling (bare agent + json, no table)", faust, ceiling))
     quix = phases.get("quix_ceiling", {})
     quix_rate = quix.get("events_per_s")
     if quix:
-        table.append(("Quix ceiling (bare app + json, RocksDB state, exactly-once)", _num(quix_rate),
-                      _num(quix["cpu_s_per_million"], 1), _ratio(quix_rate, ceiling),
-                      f"{_num(quix['seconds'], 1)} s after {_num(quix['seconds_incl_startup'] - quix['seconds'], 1)} s "
-                      f"start-up; checkpoint every {_num(quix.get('commit_interval_s', 0) * 1000)} ms, last commit "
-                      f"and close {_num(quix.get('final_commit_and_close_s'), 1)} s; peak RSS "
-                      f"{_num(quix.get('peak_rss_mb'))} MB"))
+        table.append(_engine_ceiling_row(
+            "Quix ceiling (bare app + json, RocksDB state, exactly-once)", quix, ceiling,
+            f"checkpoint every {_num(quix.get('commit_interval_s', 0) * 1000)} ms, last commit "
+            f"and close {_num(quix.get('final_commit_and_close_s'), 1)} s; "))
     for key, label in (("budsjett_1_worker", "budsjett end-to-end, 1 worker"),
                        ("budsjett_2_workers", "budsjett end-to-end, 2 workers")):
         if (run := phases.get(key)):
@@ -245,3 +240,12 @@ def table(results: dict) -> str:
         lines.append(f"skipped {phase}: {reason}")
     lines += ["", "Against the targets of issue 12:", "", targets_table(results)]
     return "\n".join(lines)
+
+
+def _engine_ceiling_row(label: str, result: dict, ceiling: float | None, extra: str = "") -> tuple:
+    """A bare-engine ceiling's row: rate, CPU, share of the Python ceiling, time and start-up, memory."""
+    rate = result.get("events_per_s")
+    startup_s = result["seconds_incl_startup"] - result["seconds"]
+    return (label, _num(rate), _num(result["cpu_s_per_million"], 1), _ratio(rate, ceiling),
+            f"{_num(result['seconds'], 1)} s after {_num(startup_s, 1)} s start-up; {extra}"
+            f"peak RSS {_num(result.get('peak_rss_mb'))} MB")
