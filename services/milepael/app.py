@@ -7,11 +7,10 @@ and every change to it (a reform event, or a tick asking for a re-evaluation)
 happens in the reform's own partition and Kafka transaction. Ticks come from a
 timer and from budsjett's totals (see services.milepael.feeds).
 Outputs, exactly once: justering events (in the transaction), the SQL read
-model (a sink written at each checkpoint), /metrics and /v1/reforms.
+model (a sink written at each checkpoint), /metrics and /v1/reforms (services.milepael.http).
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -21,7 +20,6 @@ from datetime import date, datetime, timezone
 from itertools import count
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from quixstreams import State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
@@ -29,6 +27,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 from services.milepael import core
 from services.milepael.feeds import (CLOCK_ENV, TICK_ENV, Clock, FundedReforms, LineTotals, Tick, Ticker,
                                      TotalsFollower, tick_interval_s, tick_periodically)
+from services.milepael.http import ReformRoutes
 from services.milepael.readmodel import ReadModel, ReformLocation
 from services.shared.config import Settings
 from services.shared.contract import ContractError, Event, parse_event
@@ -36,8 +35,7 @@ from services.shared.gauges import GaugeFamilies
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
 from services.shared.logs import setup_logging
 from services.shared.streaming import (DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp, input_topic,
-                                       json_response, make_application, output_topic, problem, route_outputs,
-                                       run_service)
+                                       make_application, output_topic, route_outputs, run_service)
 from services.shared.topics import ensure_topics
 
 log = logging.getLogger("reformspor.milepael")
@@ -242,23 +240,6 @@ class ReadModelSink(BatchingSink):
             self.partitions = {}
 
 
-# --- HTTP: the read model ----------------------------------------------------------------------
-
-def add_reform_routes(http: ServiceHttp, readmodel: ReadModel) -> None:
-    async def list_reforms(request: web.Request) -> web.Response:
-        return json_response({"reforms": await asyncio.to_thread(readmodel.list_reforms)})
-
-    async def reform_detail(request: web.Request) -> web.Response:
-        reform_id = request.match_info["reform_id"]
-        document = await asyncio.to_thread(readmodel.get_reform, reform_id)
-        if document is None:
-            return problem(404, "reform not found", f"no reform with reform_id {reform_id[:64]!r}")
-        return json_response(document)
-
-    http.app.router.add_get("/v1/reforms", list_reforms)
-    http.app.router.add_get("/v1/reforms/{reform_id}", reform_detail)
-
-
 # --- wiring ------------------------------------------------------------------------------------
 
 def main(settings: Settings) -> None:
@@ -292,7 +273,7 @@ def main(settings: Settings) -> None:
     monitor = GroupMonitor(settings, SERVICE, [topics.reform, topics.milepael_ticks], metrics.registry)
     http = ServiceHttp(SERVICE, settings, metrics.registry, monitor, gauges=metrics.gauges)
     http.ready_checks.append(follower.problems)
-    add_reform_routes(http, readmodel)
+    ReformRoutes(readmodel).register(http.app)
     stop_ticks = threading.Event()
     follower.start()
     threading.Thread(target=tick_periodically, args=(ticker, readmodel.reform_locations, interval_s, stop_ticks),
