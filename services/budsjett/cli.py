@@ -11,95 +11,20 @@ import json
 import sys
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass
-from datetime import date, datetime, time as clock_time, timezone
-from decimal import Decimal
-from zoneinfo import ZoneInfo
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from services.budsjett.tables import (CELL_COLUMNS, EVENT_COLUMNS, FIGURES, LINE_COLUMNS, CellRow, cell_rows,
+                                     cell_table, event_rows, line_table)
+from services.shared.dates import parse_moment
 from services.shared.http_client import get_json
 from services.shared.money import format_ore, format_ore_readable
-from services.shared.tabular import Cell, write_csv, write_xlsx
+from services.shared.tabular import Cell, csv_bytes, write_csv, write_xlsx
 from services.shared.usererror import UserError
 
-FIGURES = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "disponibelt")
-FLAG_NAMES = {"overcommitted": "overforpliktet", "overspent": "overforbrukt"}
-CELL_COLUMNS = ("Linje", "Budsjettår", "Departement", "Fase", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt",
-                "Disponibelt", "Merknader")
-SUM_LABEL = "sum"
-ALL_PHASES = "(alle)"
-ALL_YEARS = "(alle)"
 EVENTS_PAGE = 1000
-# A plain date means "at the end of that day" where the ministries keep their books.
-BOOKKEEPING_ZONE = ZoneInfo("Europe/Oslo")
-
-
-@dataclass(frozen=True)
-class CellRow:
-    """One line × ministry × phase × fiscal year (or the line's sum row for a year), amounts in øre."""
-
-    line_id: str
-    ministry: str
-    phase: str
-    bevilget_ore: int
-    omdisponert_ore: int
-    forpliktet_ore: int
-    utbetalt_ore: int
-    disponibelt_ore: int
-    flags: tuple[str, ...] = ()
-    fiscal_year: int | None = None  # None: every year together (a summary without cells)
-
-    @property
-    def year_label(self) -> str:
-        return ALL_YEARS if self.fiscal_year is None else str(self.fiscal_year)
-
-    def amounts_ore(self) -> tuple[int, ...]:
-        return tuple(getattr(self, f"{figure}_ore") for figure in FIGURES)
-
-
-def _cell_row(line_id: str, ministry: str, phase: str, amounts: dict[str, Any], flags: tuple[str, ...],
-              fiscal_year: int | None) -> CellRow:
-    return CellRow(line_id, ministry, phase, *(int(amounts[f"{figure}_ore"]) for figure in FIGURES), flags=flags,
-                   fiscal_year=fiscal_year)
-
-
-def sum_rows(line: dict[str, Any]) -> list[CellRow]:
-    """A sum row per fiscal year (nothing adds one year's money to another's); one for a one-year document."""
-    if "fiscal_year" in line:
-        return [_cell_row(line["line_id"], SUM_LABEL, "", line["totals"], (), line["fiscal_year"])]
-    by_year = line.get("by_fiscal_year")
-    if not by_year:  # a summary without years
-        return [_cell_row(line["line_id"], SUM_LABEL, "", line["totals"], (), None)]
-    return [_cell_row(line["line_id"], SUM_LABEL, "", amounts, (), int(year)) for year, amounts in sorted(by_year.items())]
-
-
-def cell_rows(line: dict[str, Any], with_sum: bool = True) -> list[CellRow]:
-    """A line document (GET /v1/lines/{id}, or replay's summary with only by_ministry) as rows + its sum rows."""
-    flags: dict[tuple[str, str, int | None], list[str]] = {}
-    for flag in line.get("flags", []):
-        key = (flag["ministry"], flag.get("phase", ALL_PHASES), flag.get("fiscal_year"))
-        flags.setdefault(key, []).append(FLAG_NAMES.get(flag["flag"], flag["flag"]))
-    cells = line.get("cells")
-    if cells is None:  # replay's summary: per ministry only, every year together
-        cells = [{"ministry": m, "phase": ALL_PHASES, **amounts} for m, amounts in line.get("by_ministry", {}).items()]
-    rows = [_cell_row(line["line_id"], c["ministry"], c["phase"], c,
-                      tuple(sorted(flags.get((c["ministry"], c["phase"], c.get("fiscal_year")), ()))),
-                      c.get("fiscal_year"))
-            for c in sorted(cells, key=lambda c: (c.get("fiscal_year") or 0, c["ministry"], c["phase"]))]
-    if with_sum:
-        rows += sum_rows(line)
-    return rows
-
-
-def nok(amount_ore: int) -> Decimal:
-    """Øre as an exact NOK Decimal for CSV/xlsx cells (never a float)."""
-    return Decimal(format_ore(amount_ore))
-
-
-def cell_table(rows: list[CellRow]) -> list[tuple[Cell, ...]]:
-    return [(r.line_id, r.year_label, r.ministry, r.phase, *(nok(a) for a in r.amounts_ore()), ", ".join(r.flags))
-            for r in rows]
 
 
 def render_rows(rows: list[CellRow]) -> str:
@@ -140,17 +65,12 @@ def fiscal_year_argument(text: str) -> int:
 
 
 def as_of_timestamp(text: str) -> str:
-    """`2026-06-30` → the end of that day in Norway as RFC 3339 UTC; a timestamp with a zone is kept."""
+    """`2026-06-30` → the end of that day in Norway as RFC 3339 UTC; a timestamp with a zone is kept (budsjett's
+    ?as_of= follows the same rule: services.shared.dates.parse_moment)."""
     try:
-        moment = datetime.combine(date.fromisoformat(text), clock_time.max, BOOKKEEPING_ZONE)
-    except ValueError:
-        try:
-            moment = _moment(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is neither a date (2026-06-30) nor a timestamp "
-                                             "with a time zone (2026-06-30T12:00:00Z)") from None
-        if moment.tzinfo is None:
-            raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or +01:00, or give a plain date")
+        moment = parse_moment(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
@@ -186,35 +106,15 @@ def _status(args: argparse.Namespace, settings_from_args) -> int:
 
 # --- export -------------------------------------------------------------------------------------------------------
 
-LINE_COLUMNS = ("Linje", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt", "Disponibelt", "Hendelser",
-                "Siste hendelse")
-EVENT_COLUMNS = ("Linje", "Hendelse", "Type", "Kilde", "Tidspunkt", "Korrigerer", "Korrigert av", "Departement",
-                 "Fase", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt")
-EVENT_FIGURES = FIGURES[:-1]  # an event moves these; disponibelt follows from them
-
-
 def line_events(base_url: str, line_id: str) -> Iterator[dict[str, Any]]:
-    """Every event behind a line, page by page (offset/limit; stops at `total` when budsjett gives one)."""
-    quoted = urllib.parse.quote(line_id, safe="")
-    offset = 0
-    while True:
-        page = get_json(f"{base_url}/v1/lines/{quoted}/events", "budsjett",
-                        params={"limit": EVENTS_PAGE, "offset": offset})
-        events = page.get("events", [])
-        yield from events
-        offset += len(events)
-        total = page.get("total")
-        if len(events) < EVENTS_PAGE or (total is not None and offset >= total):
-            return
-
-
-def event_rows(line_id: str, event: dict[str, Any]) -> list[tuple[Cell, ...]]:
-    """One row per cell the event changed (so the columns add up to the line's totals), one row if none."""
-    head = (line_id, event["event_id"], event["kind"], event.get("source_ministry"), event["time"],
-            event.get("corrects_id"), event.get("corrected_by"))
-    deltas = event.get("deltas") or [{"ministry": None, "phase": None}]
-    return [(*head, d["ministry"], d["phase"], *(nok(int(d.get(f"{f}_ore", 0))) for f in EVENT_FIGURES))
-            for d in deltas]
+    """Every event behind a line: the first page, then each page's `next` link until there is none."""
+    url: str | None = f"{base_url}/v1/lines/{urllib.parse.quote(line_id, safe='')}/events"
+    params: dict[str, Any] | None = {"limit": EVENTS_PAGE}
+    while url is not None:
+        page = get_json(url, "budsjett", params=params)
+        yield from page.get("events", [])
+        url = urllib.parse.urljoin(base_url, page["next"]) if page.get("next") else None
+        params = None  # the next link carries its own query
 
 
 def _moment(rfc3339: str) -> datetime:
@@ -230,8 +130,7 @@ def export_table(what: str, base_url: str, line_id: str | None,
                  as_of: str | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
     lines, _ = fetch_lines(base_url, line_id, as_of)
     if what == "lines":
-        return LINE_COLUMNS, [(line["line_id"], *(nok(line["totals"][f"{f}_ore"]) for f in FIGURES),
-                               line.get("events_applied"), line.get("last_event_time")) for line in lines]
+        return LINE_COLUMNS, line_table(lines)
     if what == "cells":
         return CELL_COLUMNS, cell_table([row for line in lines for row in cell_rows(line, with_sum=False)])
     return EVENT_COLUMNS, [row for line in lines for event in line_events(base_url, line["line_id"])
@@ -246,8 +145,7 @@ def _export(args: argparse.Namespace, settings_from_args) -> int:
     if fmt == "xlsx":
         write_xlsx(columns, rows, Path(args.output), title=args.what)
     elif args.output:
-        with open(args.output, "w", encoding="utf-8-sig", newline="") as stream:  # the BOM tells Excel it is UTF-8
-            write_csv(columns, rows, stream)
+        Path(args.output).write_bytes(csv_bytes(columns, rows))
     else:
         write_csv(columns, rows, sys.stdout)
     if args.output:

@@ -1,5 +1,5 @@
-"""budsjett's HTTP reads: lines, one line (per fiscal year, as of a moment), its audit trail and status,
-all from the read model."""
+"""budsjett's HTTP reads: lines and one line (per fiscal year, as of a moment), its audit trail (paged) and
+status, all from the read model; the lists as JSON or as the CSV `reformspor export` writes."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from aiohttp import web
 
 from services.budsjett import core
+from services.budsjett.openapi import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT, openapi_document
 from services.budsjett.readmodel import ReadModel
+from services.budsjett.tables import CELL_COLUMNS, EVENT_COLUMNS, LINE_COLUMNS, cell_rows, cell_table, event_rows, line_table
+from services.shared.dates import BOOKKEEPING_ZONE
+from services.shared.http_views import (CsvTable, as_of_query, download_name, negotiate, paged, parse_page,
+                                        represent)
 from services.shared.money import format_ore
+from services.shared.openapi import openapi_handler
 from services.shared.streaming import json_response, problem
 
 if TYPE_CHECKING:
@@ -70,15 +76,28 @@ def unknown_line(line_id: str) -> web.Response:
     return problem(404, "Unknown budget line", f"no events have been applied to line {line_id!r}")
 
 
-def parse_as_of(text: str) -> datetime:
-    as_of = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if as_of.tzinfo is None:
-        raise ValueError("no time zone")
-    return as_of
+def fiscal_year_query(request: web.Request) -> int | None:
+    text = request.query.get("fiscal_year")
+    if text is None:
+        return None
+    fiscal_year = core.parse_fiscal_year(text)
+    if fiscal_year is None:
+        raise web.HTTPBadRequest(reason="Invalid fiscal_year",
+                                 text=f"fiscal_year must be {core.FISCAL_YEAR_RULE}, e.g. 2026; got {text[:40]!r}")
+    return fiscal_year
+
+
+def as_of_label(as_of: datetime | None) -> str:
+    """For a file name: the moment's date in Norway (where a plain date came from), `per-2026-06-30`."""
+    return "" if as_of is None else "per-" + as_of.astimezone(BOOKKEEPING_ZONE).date().isoformat()
+
+
+LINE_SUMMARY_KEYS = ("line_id", "last_event_time", "events_applied", "totals", "by_ministry", "by_fiscal_year", "flags")
 
 
 class LedgerRoutes:
-    """GET /v1/lines, /v1/lines/{id} (?as_of=), /v1/lines/{id}/events and /v1/status, from the read model."""
+    """GET /v1/lines (?as_of=), /v1/lines/{id} (?as_of=, ?fiscal_year=), /v1/lines/{id}/events (paged) and
+    /v1/status from the read model; the lists also as CSV (?format=csv or Accept: text/csv); /openapi.json."""
 
     def __init__(self, read_model: ReadModel, catalogue: CatalogueHolder, sink: ReadModelSink):
         self.read_model = read_model
@@ -90,51 +109,57 @@ class LedgerRoutes:
         app.router.add_get("/v1/lines/{line_id}", self.line)
         app.router.add_get("/v1/lines/{line_id}/events", self.line_events)
         app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/openapi.json", openapi_handler(openapi_document))
 
     async def query(self, function: Callable[..., Any], *args: Any) -> Any:
         """A database read off the HTTP loop (a server database may take its time)."""
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     async def lines(self, request: web.Request) -> web.Response:
-        result = []
-        for line_id, line in sorted((await self.query(self.read_model.lines)).items()):
-            document = line_document(line)
-            result.append({k: document[k] for k in ("line_id", "last_event_time", "events_applied", "totals",
-                                                   "by_ministry", "by_fiscal_year", "flags")})
-        return json_response({"lines": result, "catalogue": self.catalogue.status()})
+        representation, as_of = negotiate(request), as_of_query(request.query)
+        lines = await self.query(self.read_model.lines)
+        if as_of is None:
+            documents = [line_document(line) for _, line in sorted(lines.items())]
+        else:  # the lines that had money by then, with their cells as of then
+            cells = await self.query(self.read_model.lines_as_of, as_of)
+            documents = [line_document(lines[line_id], cells=cells[line_id], as_of=core.rfc3339(as_of))
+                         for line_id in sorted(cells) if line_id in lines]
+        summaries = [{k: document[k] for k in LINE_SUMMARY_KEYS} for document in documents]
+        body = {"lines": summaries, "catalogue": self.catalogue.status(),
+                **({"as_of": core.rfc3339(as_of)} if as_of else {})}
+        return represent(representation, body, lambda: CsvTable(LINE_COLUMNS, line_table(summaries),
+                                                                 download_name("budsjettlinjer", as_of_label(as_of))))
 
     async def line(self, request: web.Request) -> web.Response:
         line_id = request.match_info["line_id"]
+        representation, fiscal_year, as_of = negotiate(request), fiscal_year_query(request), as_of_query(request.query)
         line = (await self.query(self.read_model.lines, line_id)).get(line_id)
         if line is None:
             return unknown_line(line_id)
-        year_text = request.query.get("fiscal_year")
-        fiscal_year = core.parse_fiscal_year(year_text) if year_text is not None else None
-        if year_text is not None and fiscal_year is None:
-            return problem(400, "Invalid fiscal_year", f"fiscal_year must be {core.FISCAL_YEAR_RULE}, "
-                                                       f"e.g. 2026; got {year_text[:40]!r}")
-        as_of_text = request.query.get("as_of")
-        if as_of_text is None:
-            return json_response(line_document(line, fiscal_year=fiscal_year))
-        try:
-            as_of = parse_as_of(as_of_text)
-        except ValueError:
-            return problem(400, "Invalid as_of", "as_of must be an RFC 3339 timestamp with time zone, "
-                                                 f"e.g. 2026-03-01T10:00:00Z; got {as_of_text[:40]!r}")
-        cells = await self.query(self.read_model.cells_as_of, line_id, as_of, fiscal_year)
-        return json_response(line_document(line, cells=cells, as_of=core.rfc3339(as_of), fiscal_year=fiscal_year))
+        if as_of is None:
+            document = line_document(line, fiscal_year=fiscal_year)
+        else:
+            cells = await self.query(self.read_model.cells_as_of, line_id, as_of, fiscal_year)
+            document = line_document(line, cells=cells, as_of=core.rfc3339(as_of), fiscal_year=fiscal_year)
+        name = download_name("linje", line_id, "celler", str(fiscal_year or ""), as_of_label(as_of))
+        return represent(representation, document,
+                         lambda: CsvTable(CELL_COLUMNS, cell_table(cell_rows(document, with_sum=False)), name))
 
     async def line_events(self, request: web.Request) -> web.Response:
         line_id = request.match_info["line_id"]
-        try:
-            limit = min(int(request.query.get("limit", "1000")), 10000)
-            skip = max(int(request.query.get("offset", "0")), 0)
-        except ValueError:
-            return problem(400, "Invalid paging", "limit and offset must be whole numbers")
-        if line_id not in await self.query(self.read_model.lines, line_id):
+        representation = negotiate(request)
+        page = parse_page(request.query, EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT)
+        total = await self.query(self.read_model.event_count, line_id)
+        if not total and line_id not in await self.query(self.read_model.lines, line_id):
             return unknown_line(line_id)
-        events = await self.query(self.read_model.events, line_id, limit, skip)
-        return json_response({"line_id": line_id, "events": events})
+        events = await self.query(self.read_model.events, line_id, page.limit, page.offset)
+        paging, headers = paged(request, page, total)
+        first = page.offset + 1
+        name = download_name("linje", line_id, "hendelser",
+                             f"{first}-{page.offset + len(events)}" if paging["next"] or page.offset else "")
+        return represent(representation, {"line_id": line_id, **paging, "events": events},
+                         lambda: CsvTable(EVENT_COLUMNS, [row for event in events for row in event_rows(line_id, event)],
+                                          name), headers)
 
     async def status(self, request: web.Request) -> web.Response:
         lines = await self.query(self.read_model.line_count)

@@ -329,21 +329,27 @@ class ReadModel:
 
     def cells_as_of(self, line_id: str, as_of: datetime, fiscal_year: int | None = None) -> list[dict[str, Any]]:
         """Totals per cell (of `fiscal_year`, or every year) from every delta with event time at or before `as_of`."""
+        return self.lines_as_of(as_of, fiscal_year, line_id).get(line_id, [])
+
+    def lines_as_of(self, as_of: datetime, fiscal_year: int | None = None,
+                    line_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """cells_as_of for every line (or one) in one statement: line id -> its cells, for lines with a delta by then."""
         table = BudsjettEffect.__table__.c
-        as_of = as_of.astimezone(timezone.utc)
-        cell_columns = (table.fiscal_year, table.ministry, table.phase)
+        cell_columns = (table.line_id, table.fiscal_year, table.ministry, table.phase)
         query = (select(*cell_columns, *[func.sum(table[n]) for n in core.AMOUNT_FIELDS])
-                 .where(table.line_id == line_id, table.time <= as_of)
+                 .where(table.time <= as_of.astimezone(timezone.utc))
                  .group_by(*cell_columns).order_by(*cell_columns))
+        if line_id is not None:
+            query = query.where(table.line_id == line_id)
         if fiscal_year is not None:
             query = query.where(table.fiscal_year == fiscal_year)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        cells = []
-        for year, ministry, phase, *sums in rows:
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for line, year, ministry, phase, *sums in rows:
             cell = dict(zip(core.AMOUNT_FIELDS, (int(s or 0) for s in sums)))
-            cells.append(core.cell_view(ministry, phase, year, cell))
-        return cells
+            lines.setdefault(line, []).append(core.cell_view(ministry, phase, year, cell))
+        return lines
 
     def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Line records in the ledger core's shape (cells keyed "ministry|phase"), from the latest snapshots.

@@ -245,5 +245,13 @@ class ReadModel:
             row = session.get(MilepaelReform, reform_id)
             return json.loads(row.document) if row else None
 
+    def reform_documents(self, reform_id: str | None = None) -> list[dict[str, Any]]:
+        """Every reform's API document (get_reform's), by reform id; or only `reform_id`'s."""
+        with Session(self.engine) as session:
+            query = select(MilepaelReform).order_by(MilepaelReform.reform_id)
+            if reform_id is not None:
+                query = query.where(MilepaelReform.reform_id == reform_id)
+            return [json.loads(row.document) for row in session.exec(query).all()]
+
     def dispose(self) -> None:
         self.engine.dispose()

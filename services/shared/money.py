@@ -11,6 +11,7 @@ whole string must match it before anything is converted.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 ORE_PER_NOK = 100
 # Ten times the largest state-budget post seen, so a typo of a few digits still
@@ -75,6 +76,11 @@ def format_ore(amount_ore: int) -> str:
     sign = "-" if amount_ore < 0 else ""
     kroner, ore = divmod(abs(amount_ore), ORE_PER_NOK)
     return f"{sign}{kroner}.{ore:02d}"
+
+
+def ore_to_decimal(amount_ore: int) -> Decimal:
+    """Øre as an exact NOK Decimal, for spreadsheet cells (CSV with a decimal comma, xlsx); never a float."""
+    return Decimal(format_ore(amount_ore))
 
 
 # The one space for people's numbers: U+00A0 NO-BREAK SPACE, as Norwegian Excel, Windows' nb-NO

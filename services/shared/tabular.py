@@ -216,6 +216,15 @@ def write_csv(columns: tuple[str, ...], rows: Iterable[tuple[Cell, ...]], stream
     writer.writerows([csv_cell(v) for v in row] for row in rows)
 
 
+def csv_bytes(columns: tuple[str, ...], rows: Iterable[tuple[Cell, ...]]) -> bytes:
+    """A CSV file's bytes for Excel: UTF-8 with a BOM, because without one Excel reads the bytes as Windows-1252
+    and shows æøå as mojibake; `;` and decimal commas (write_csv) so Norwegian Excel splits the columns and
+    takes the amounts as numbers."""
+    stream = io.StringIO(newline="")
+    write_csv(columns, rows, stream)
+    return stream.getvalue().encode("utf-8-sig")
+
+
 def write_xlsx(columns: tuple[str, ...], rows: Iterable[tuple[Cell, ...]], path: Path, title: str) -> None:
     """A one-sheet workbook; decimals stay exact (written as Decimal) and show with two decimals."""
     import openpyxl

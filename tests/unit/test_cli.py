@@ -255,9 +255,11 @@ class FakeBudsjett(ThreadingHTTPServer):
                             "catalogue": {"loaded": False, "checks": "no catalogue loaded: kap/post checks are skipped"}}
                 elif path.endswith("/events") and path.removeprefix("/v1/lines/")[:-7] in server.documents:
                     query = dict(part.split("=") for part in self.path.split("?")[1].split("&"))
-                    offset, limit = int(query["offset"]), int(query["limit"])
+                    offset, limit = int(query.get("offset", 0)), int(query["limit"])
                     trail = server.documents[path.removeprefix("/v1/lines/")[:-7]]["trail"]
-                    body = {"events": trail[offset:offset + limit]}
+                    after = offset + limit  # budsjett's paging: a next link until the last page
+                    body = {"events": trail[offset:after], "total": len(trail), "limit": limit, "offset": offset,
+                            "next": f"{path}?limit={limit}&offset={after}" if after < len(trail) else None}
                 elif path.removeprefix("/v1/lines/") in server.documents:
                     body = server.documents[path.removeprefix("/v1/lines/")]
                 else:
