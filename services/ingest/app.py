@@ -70,6 +70,7 @@ from services.shared.contract import Event, FieldProblem
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.logs import setup_logging
+from services.shared.openapi import openapi_handler
 from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
                                        connection_config, input_topic, make_application, output_topic,
                                        route_outputs, run_service)
@@ -632,13 +633,9 @@ def build(settings: Settings) -> IngestService:
     monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)
     http = ServiceHttp("ingest", settings, registry, monitor)
     http.app.router.add_post("/v1/events", front.post_events)
-    http.app.router.add_get("/openapi.json", serve_openapi)
+    http.app.router.add_get("/openapi.json", openapi_handler(openapi_document))
     http.ready_checks.append(sender.problems)
     return IngestService(http, monitor, sender, stream)
-
-
-async def serve_openapi(request: web.Request) -> web.Response:
-    return web.Response(body=dumps_compact(openapi_document()), content_type="application/json")
 
 
 def main(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from services.ingest import core
 from services.shared.config import Settings
 from services.shared.contract import DATA_MODELS, KIND_BY_TYPE, SOURCE_PREFIX
+from services.shared.openapi import document, problem_response, problem_schema
 
 _MONEY = {
     "description": "NOK as a decimal string with at most two decimals, or an integer. Never a JSON float.",
@@ -47,20 +48,14 @@ def _patch(node: Any) -> Any:
     return node
 
 
-def _problem_schema() -> dict[str, Any]:
+def _problem_extras() -> dict[str, Any]:
+    """ingest's members beside RFC 9457's."""
     return {
-        "type": "object",
-        "description": "RFC 9457 problem details; `errors` lists every field error, `results` every event.",
-        "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "title_nb": {"type": "string"},
-            "status": {"type": "integer"}, "detail": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object", "properties": {
-                "index": {"type": "integer"}, "id": {"type": ["string", "null"]}, "code": {"type": "string"},
-                "path": {"type": "string"}, "reason": {"type": "string"}}}},
-            "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
-            "summary": {"$ref": "#/components/schemas/Summary"},
-        },
-        "required": ["type", "title", "status", "detail"],
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "index": {"type": "integer"}, "id": {"type": ["string", "null"]}, "code": {"type": "string"},
+            "path": {"type": "string"}, "reason": {"type": "string"}}}},
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
+        "summary": {"$ref": "#/components/schemas/Summary"},
     }
 
 
@@ -104,35 +99,22 @@ def _document() -> dict[str, Any]:
     schemas["Results"] = {"type": "object", "properties": {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
         "summary": {"$ref": "#/components/schemas/Summary"}}, "required": ["results", "summary"]}
-    schemas["Problem"] = _problem_schema()
+    schemas["Problem"] = problem_schema(_problem_extras(), "`errors` lists every field error, `results` every event.")
 
     def ok(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}
 
-    def bad(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = {"description": description,
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        if headers:
-            response["headers"] = headers
-        return response
-
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Reformspor ingest",
-            "version": "1",
-            "description": "Publish budget and reform events (tiltak 1.7 and 1.8). One event object or an array of "
-                           f"up to {core.MAX_BATCH_EVENTS}; body at most {core.MAX_BODY_BYTES} bytes. A batch is not "
-                           "atomic unless ?atomic=true: good events are accepted and each bad one is reported by "
-                           "index and written to the dead-letter topic.",
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "per-ministry token from `reformspor tokens create`"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": {
+    return document(
+        "Reformspor ingest",
+        "Publish budget and reform events (tiltak 1.7 and 1.8). One event object or an array of "
+        f"up to {core.MAX_BATCH_EVENTS}; body at most {core.MAX_BODY_BYTES} bytes. A batch is not "
+        "atomic unless ?atomic=true: good events are accepted and each bad one is reported by "
+        "index and written to the dead-letter topic.",
+        schemas=schemas,
+        components={"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                   "description": "per-ministry token from `reformspor tokens create`"}}},
+        security=[{"bearer": []}],
+        paths={
             "/v1/events": {"post": {
                 "summary": "Publish one event or a batch",
                 "parameters": [{"name": "atomic", "in": "query", "required": False,
@@ -148,26 +130,19 @@ def _document() -> dict[str, Any]:
                     "200": ok("nothing new: every event was already accepted (duplicates)"),
                     "202": ok("accepted: Kafka acknowledged every new event"),
                     "207": ok("batch partly accepted; see each result"),
-                    "400": bad("malformed JSON"),
-                    "401": bad("missing or invalid token", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-                    "403": bad("the token's ministry may not publish these events (another ministry's source or money, "
+                    "400": problem_response("malformed JSON"),
+                    "401": problem_response("missing or invalid token", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "403": problem_response("the token's ministry may not publish these events (another ministry's source or money, "
                                "or an internal event type such as budsjett's cross-line credit)"),
-                    "409": bad("an event id was already accepted with other content"),
-                    "413": bad("body or batch too large"),
-                    "415": bad("Content-Type is not one of the request body's media types"),
-                    "422": bad("invalid events (every field error listed) or unacceptable body"),
-                    "503": bad("Kafka unavailable; retry", {"Retry-After": {"schema": {"type": "integer"}}}),
+                    "409": problem_response("an event id was already accepted with other content"),
+                    "413": problem_response("body or batch too large"),
+                    "415": problem_response("Content-Type is not one of the request body's media types"),
+                    "422": problem_response("invalid events (every field error listed) or unacceptable body"),
+                    "503": problem_response("Kafka unavailable; retry", {"Retry-After": {"schema": {"type": "integer"}}}),
                 },
             }},
-            "/healthz": {"get": {"summary": "process alive", "security": [], "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "Kafka reachable", "security": [],
-                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                                 "responses": {"200": {"description": "text exposition format"}}}},
-            "/openapi.json": {"get": {"summary": "this document", "security": [],
-                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },
-    }
+    )
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:

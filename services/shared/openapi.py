@@ -16,11 +16,11 @@ from services.shared.streaming import PROBLEM_JSON
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
-def problem_schema(extra_properties: dict[str, Any] | None = None) -> dict[str, Any]:
-    """RFC 9457 problem details, with a service's own extra members."""
+def problem_schema(extra_properties: dict[str, Any] | None = None, note: str = "") -> dict[str, Any]:
+    """RFC 9457 problem details, with a service's own extra members (`note` says what they hold)."""
     return {
         "type": "object",
-        "description": "RFC 9457 problem details" + ("; see the extra members" if extra_properties else ""),
+        "description": "RFC 9457 problem details" + (f"; {note}" if note else ""),
         "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "title_nb": {"type": "string"},
                        "status": {"type": "integer"}, "detail": {"type": "string"},
                        "correlation_id": {"type": "string"}, **(extra_properties or {})},

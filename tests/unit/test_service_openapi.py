@@ -113,3 +113,12 @@ def test_schemathesis_finds_no_server_error_and_every_status_is_documented(servi
 
             run()
     assert 200 in statuses and statuses & {400, 404}, statuses
+
+
+def test_ingests_document_built_on_the_shared_frame_is_valid_too():
+    from services.ingest.openapi import openapi_document
+
+    document = openapi_document()
+    validate(document)
+    assert {"/v1/events", "/healthz", "/readyz", "/metrics", "/openapi.json"} == set(document["paths"])
+    assert "errors" in document["components"]["schemas"]["Problem"]["properties"]
