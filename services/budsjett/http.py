@@ -92,6 +92,12 @@ def as_of_label(as_of: datetime | None) -> str:
     return "" if as_of is None else "per-" + as_of.astimezone(BOOKKEEPING_ZONE).date().isoformat()
 
 
+def line_as_of(line: dict[str, Any], counts: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    """The line record with the number of events and the last event's time as they were then (readmodel.events_as_of)."""
+    events, last_event_time = counts.get(line["line_id"], (0, None))
+    return {**line, "events": events, "last_event_time": last_event_time}
+
+
 LINE_SUMMARY_KEYS = ("line_id", "last_event_time", "events_applied", "totals", "by_ministry", "by_fiscal_year", "flags")
 
 
@@ -122,7 +128,9 @@ class LedgerRoutes:
             documents = [line_document(line) for _, line in sorted(lines.items())]
         else:  # the lines that had money by then, with their cells as of then
             cells = await self.query(self.read_model.lines_as_of, as_of)
-            documents = [line_document(lines[line_id], cells=cells[line_id], as_of=core.rfc3339(as_of))
+            counts = await self.query(self.read_model.events_as_of, as_of)
+            documents = [line_document(line_as_of(lines[line_id], counts), cells=cells[line_id],
+                                       as_of=core.rfc3339(as_of))
                          for line_id in sorted(cells) if line_id in lines]
         summaries = [{k: document[k] for k in LINE_SUMMARY_KEYS} for document in documents]
         body = {"lines": summaries, "catalogue": self.catalogue.status(),
@@ -140,7 +148,9 @@ class LedgerRoutes:
             document = line_document(line, fiscal_year=fiscal_year)
         else:
             cells = await self.query(self.read_model.cells_as_of, line_id, as_of, fiscal_year)
-            document = line_document(line, cells=cells, as_of=core.rfc3339(as_of), fiscal_year=fiscal_year)
+            counts = await self.query(self.read_model.events_as_of, as_of, line_id)
+            document = line_document(line_as_of(line, counts), cells=cells, as_of=core.rfc3339(as_of),
+                                     fiscal_year=fiscal_year)
         name = download_name("linje", line_id, "celler", str(fiscal_year or ""), as_of_label(as_of))
         return represent(representation, document,
                          lambda: CsvTable(CELL_COLUMNS, cell_table(cell_rows(document, with_sum=False)), name))

@@ -351,6 +351,17 @@ class ReadModel:
             lines.setdefault(line, []).append(core.cell_view(ministry, phase, year, cell))
         return lines
 
+    def events_as_of(self, as_of: datetime, line_id: str | None = None) -> dict[str, tuple[int, str]]:
+        """Per line (or one): how many of its events have a time at or before `as_of`, and the last one's time."""
+        table = BudsjettEvent.__table__.c
+        query = (select(table.line_id, func.count(), func.max(table.time))
+                 .where(table.time <= as_of.astimezone(timezone.utc)).group_by(table.line_id))
+        if line_id is not None:
+            query = query.where(table.line_id == line_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {line: (count, _rfc3339(last)) for line, count, last in rows}
+
     def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Line records in the ledger core's shape (cells keyed "ministry|phase"), from the latest snapshots.
 

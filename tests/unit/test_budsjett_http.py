@@ -141,6 +141,8 @@ def test_as_of_a_plain_date_is_the_end_of_that_day_in_norway_on_lines_and_a_line
     assert [line["line_id"] for line in then["lines"]] == ["0-24", "ung-1"]
     assert then == get(f"{base_url}/v1/lines?as_of=2026-03-01T23:59:59.999999%2B01:00").json()
     bevilget_then = then["lines"][0]["totals"]["bevilget_ore"]
+    assert (then["lines"][0]["events_applied"], now["lines"][0]["events_applied"]) == (6, 7)
+    assert then["lines"][0]["last_event_time"] == "2026-03-01T10:05:00.000000Z"
     assert now["lines"][0]["totals"]["bevilget_ore"] - bevilget_then == 99999
     line = get(f"{base_url}/v1/lines/0-24?as_of=2026-03-01").json()
     assert line["totals"] == then["lines"][0]["totals"] and line["as_of"] == then["as_of"]
