@@ -147,6 +147,17 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
     status, bad = get_json(f"{base}/v1/lines/0-24?as_of=yesterday")
     assert status == 400 and "RFC 3339" in bad["detail"]
 
+    # The live service pages the trail, serves its lists as CSV for Excel, and documents all of it.
+    status, page = get_json(f"{base}/v1/lines/0-24/events?limit=2&offset=2")
+    assert page["total"] == 5 and page["next"] == "/v1/lines/0-24/events?limit=2&offset=4"
+    assert [e["event_id"] for e in page["events"]] == ["kd-f1", "kd-u1"]
+    with urllib.request.urlopen(f"{base}/v1/lines?as_of=2026-03-01&format=csv", timeout=5) as response:
+        assert response.headers["Content-Disposition"] == 'attachment; filename="budsjettlinjer-per-2026-03-01.csv"'
+        csv_rows = [row.split(";") for row in response.read().decode("utf-8-sig").split("\r\n") if row]
+    assert csv_rows[0][:2] == ["Linje", "Bevilget"] and csv_rows[1][:2] == ["0-24", "4750000,50"]
+    status, spec = get_json(f"{base}/openapi.json")
+    assert status == 200 and "/v1/lines/{line_id}/events" in spec["paths"]
+
     # Replay from the Kafka log reaches the same totals as live, and status prints them readably.
     from services.budsjett.cli import fetch_lines, render_status
     from services.budsjett.replay import replay

@@ -146,6 +146,12 @@ def test_overdue_milestone_and_overspending_raise_then_replanning_clears(stack, 
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         assert _metric(metrics, "reformspor_reform_stage_adjustment_required", reform="R-e2e", stage="utredning") == 0
         assert _get(f"{base}/v1/reforms/nope")[0] == 404
+        # The stages as finance staff open them in Excel, and the API's own description.
+        status, text = _get(f"{base}/v1/reforms?format=csv")
+        rows = [row.split(";") for row in text.lstrip("\ufeff").split("\r\n") if row]
+        assert status == 200 and rows[0][:5] == ["Reform", "Tittel", "Eier", "Vurdert per", "Trinn"]
+        assert rows[1][:7] == ["R-e2e", "Tidlig innsats", "BFD", rows[1][3], "utredning", "Utredning", "pågår"]
+        assert _get(f"{base}/openapi.json")[1]["info"]["title"] == "Reformspor milepael"
     finally:
         producer.close()
         reform_producer.flush(5)
