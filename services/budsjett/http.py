@@ -11,7 +11,8 @@ from aiohttp import web
 from services.budsjett import core
 from services.budsjett.openapi import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT, openapi_document
 from services.budsjett.readmodel import ReadModel
-from services.budsjett.tables import CELL_COLUMNS, EVENT_COLUMNS, LINE_COLUMNS, cell_rows, cell_table, event_rows, line_table
+from services.budsjett.tables import (CELL_COLUMNS, EVENT_COLUMNS, LINE_COLUMNS, cell_rows, cell_table, event_rows,
+                                     line_table)
 from services.shared.dates import BOOKKEEPING_ZONE
 from services.shared.http_views import (CsvTable, as_of_query, download_name, negotiate, paged, parse_page,
                                         represent)
@@ -164,9 +165,9 @@ class LedgerRoutes:
             return unknown_line(line_id)
         events = await self.query(self.read_model.events, line_id, page.limit, page.offset)
         paging, headers = paged(request, page, total)
-        first = page.offset + 1
-        name = download_name("linje", line_id, "hendelser",
-                             f"{first}-{page.offset + len(events)}" if paging["next"] or page.offset else "")
+        # One page of several: its rows in the name (linje-0-24-hendelser-1001-2000.csv), so two pages never clash.
+        span = f"{page.offset + 1}-{page.offset + len(events)}" if events and (paging["next"] or page.offset) else ""
+        name = download_name("linje", line_id, "hendelser", span)
         return represent(representation, {"line_id": line_id, **paging, "events": events},
                          lambda: CsvTable(EVENT_COLUMNS, [row for event in events for row in event_rows(line_id, event)],
                                           name), headers)
