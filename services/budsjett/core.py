@@ -893,6 +893,42 @@ def rollups(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]
             for name, by_key in groups.items()}
 
 
+def post_view(ministry: str, phase: str, fiscal_year: int, post: str, amounts: dict[str, Any]) -> dict[str, Any]:
+    """One funding kap/post's share of a cell (kap 0 post 0: money booked under no post)."""
+    kap, number = split_post_key(post)
+    return {"ministry": ministry, "phase": phase, "fiscal_year": fiscal_year, "kap": kap, "post": number,
+            **{name: amounts[name] for name in AMOUNT_FIELDS}, "disponibelt_ore": disponibelt(amounts),
+            "carry_rule": amounts.get("carry_rule")}
+
+
+def line_post_rows(line: dict[str, Any], fiscal_year: int | None = None) -> list[dict[str, Any]]:
+    """Every cell's per-post rows (of `fiscal_year` when given), ordered like `line_cells`, then by kap/post."""
+    rows = [post_view(*split_cell_key(key), post, amounts)
+            for key, cell in line["cells"].items() for post, amounts in cell_posts(cell).items()]
+    if fiscal_year is not None:
+        rows = [row for row in rows if row["fiscal_year"] == fiscal_year]
+    return sorted(rows, key=lambda r: (r["fiscal_year"], r["ministry"], r["phase"], r["kap"], r["post"]))
+
+
+def post_rollups(post_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Sums per kap/post ("kap.post" -> kap, post and the amounts) over the rows given, and per fiscal year
+    and kap/post (year -> "kap.post" -> …): a post's money in one year is never added to another year's
+    in the second."""
+    by_post: dict[str, list] = {}
+    by_year: dict[str, dict[str, list]] = {}
+    for row in post_rows:
+        key = post_key(row["kap"], row["post"])
+        by_post.setdefault(key, []).append(row)
+        by_year.setdefault(str(row["fiscal_year"]), {}).setdefault(key, []).append(row)
+
+    def sums(groups: dict[str, list]) -> dict[str, dict[str, Any]]:
+        return {key: {"kap": split_post_key(key)[0], "post": split_post_key(key)[1], **sum_amounts(rows)}
+                for key, rows in sorted(groups.items(), key=lambda item: split_post_key(item[0]))}
+
+    return {"by_post": sums(by_post),
+            "by_fiscal_year_and_post": {year: sums(groups) for year, groups in sorted(by_year.items())}}
+
+
 def lines_in(store: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {key.removeprefix("line:"): value for key, value in store.items() if key.startswith("line:")}
 
