@@ -893,6 +893,22 @@ def rollups(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]
             for name, by_key in groups.items()}
 
 
+def effect_post_deltas(effect: list[list[Any]]) -> dict[tuple[str, str, int, str], dict[str, int]]:
+    """An effect's deltas per cell and kap/post: (ministry, phase, fiscal_year, post) -> field -> delta_ore.
+    A cell entry without post entries (an effect recorded before effects named posts) counts under NO_POST."""
+    deltas: dict[tuple[str, str, int, str], dict[str, int]] = {}
+    with_posts = {tuple(entry[1:4]) for entry in effect if entry[0] == "post"}
+    for entry in effect:
+        if entry[0] == "post":
+            _, ministry, phase, year, post, name, delta = entry
+        elif entry[0] == "cell" and tuple(entry[1:4]) not in with_posts:
+            (_, ministry, phase, year, name, delta), post = entry, NO_POST
+        else:
+            continue
+        deltas.setdefault((ministry, phase, year, post), dict.fromkeys(AMOUNT_FIELDS, 0))[name] += delta
+    return deltas
+
+
 def post_view(ministry: str, phase: str, fiscal_year: int, post: str, amounts: dict[str, Any]) -> dict[str, Any]:
     """One funding kap/post's share of a cell (kap 0 post 0: money booked under no post)."""
     kap, number = split_post_key(post)
