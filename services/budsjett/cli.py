@@ -1,12 +1,16 @@
 """budsjett's subcommands: `reformspor status`, `export`, `replay` and `catalogue import FILE`.
 
 `status` and `export` read budsjett's HTTP API (GET /v1/lines, /v1/lines/{id},
-/v1/lines/{id}/events) and show every figure per line × ministry × phase,
+/v1/lines/{id}/events) and show every figure per line × ministry × phase
+(or, with `--posts` / `export posts`, per funding kap/post inside each cell),
 with Norwegian column headers, so the rows add up to the line's totals.
+`export --year` keeps one fiscal year: its lines' totals, its cells, and the
+audit-trail rows that moved its money.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -102,19 +106,97 @@ def cell_table(rows: list[CellRow]) -> list[tuple[Cell, ...]]:
             for r in rows]
 
 
-def render_rows(rows: list[CellRow]) -> str:
-    """An aligned terminal table, NOK with Norwegian thousands spacing and decimal comma."""
-    table = [CELL_COLUMNS] + [(r.line_id, r.year_label, r.ministry, r.phase,
-                               *(format_ore_readable(a) for a in r.amounts_ore()), ", ".join(r.flags) or "-")
-                              for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(CELL_COLUMNS))]
-    numeric = range(4, 4 + len(FIGURES))
+def render_table(columns: tuple[str, ...], rows: list[tuple[str, ...]], numeric: range) -> str:
+    """An aligned terminal table; the `numeric` columns right-aligned."""
+    table = [columns, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
 
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(widths[i]) if i in numeric else v.ljust(widths[i])
                          for i, v in enumerate(row)).rstrip()
 
     return "\n".join([fmt(table[0]), "  ".join("-" * w for w in widths), *map(fmt, table[1:])])
+
+
+def render_rows(rows: list[CellRow]) -> str:
+    """An aligned terminal table, NOK with Norwegian thousands spacing and decimal comma."""
+    return render_table(CELL_COLUMNS, [(r.line_id, r.year_label, r.ministry, r.phase,
+                                        *(format_ore_readable(a) for a in r.amounts_ore()), ", ".join(r.flags) or "-")
+                                       for r in rows], range(4, 4 + len(FIGURES)))
+
+
+# --- per kap/post ---------------------------------------------------------------------------------------------------
+
+POST_FIGURES = ("bevilget", "omdisponert", "overfort_inn", "bortfalt", "forpliktet", "utbetalt", "disponibelt")
+POST_COLUMNS = ("Linje", "Budsjettår", "Departement", "Fase", "Kap", "Post", "Bevilget", "Omdisponert",
+                "Overført inn", "Bortfalt", "Forpliktet", "Utbetalt", "Disponibelt", "Regel")
+NO_POST_LABEL = "-"  # kap 0 post 0: money booked under no kap/post
+
+
+@dataclass(frozen=True)
+class PostRow:
+    """One funding kap/post inside a cell (or a year's sum row, kap and post None), amounts in øre."""
+
+    line_id: str
+    fiscal_year: int | None
+    ministry: str
+    phase: str
+    kap: int | None
+    post: int | None
+    bevilget_ore: int
+    omdisponert_ore: int
+    overfort_inn_ore: int
+    bortfalt_ore: int
+    forpliktet_ore: int
+    utbetalt_ore: int
+    disponibelt_ore: int
+    carry_rule: str | None = None
+
+    def amounts_ore(self) -> tuple[int, ...]:
+        return tuple(getattr(self, f"{figure}_ore") for figure in POST_FIGURES)
+
+    def labels(self) -> tuple[str, str, str, str, str, str]:
+        year = ALL_YEARS if self.fiscal_year is None else str(self.fiscal_year)
+        kap, post = ("", "") if self.kap is None else (
+            (NO_POST_LABEL, NO_POST_LABEL) if self.kap == 0 else (str(self.kap), f"{self.post:02d}"))
+        return self.line_id, year, self.ministry, self.phase, kap, post
+
+
+def _post_row(line_id: str, fiscal_year: int | None, ministry: str, phase: str, amounts: dict[str, Any],
+              kap: int | None = None, post: int | None = None) -> PostRow:
+    return PostRow(line_id, fiscal_year, ministry, phase, kap, post,
+                   *(int(amounts.get(f"{figure}_ore", 0)) for figure in POST_FIGURES),
+                   carry_rule=amounts.get("carry_rule"))
+
+
+def post_rows(line: dict[str, Any], with_sum: bool = True) -> list[PostRow]:
+    """A line document's cells split per funding kap/post (each cell's `posts`), then a sum row per fiscal year
+    (the year's totals, which the rows above it add up to)."""
+    rows = [_post_row(line["line_id"], cell["fiscal_year"], cell["ministry"], cell["phase"], post, post["kap"],
+                      post["post"])
+            for cell in sorted(line.get("cells", []), key=lambda c: (c["fiscal_year"], c["ministry"], c["phase"]))
+            for post in cell.get("posts", [])]
+    if with_sum:
+        by_year = {line["fiscal_year"]: line["totals"]} if "fiscal_year" in line else \
+            {int(year): amounts for year, amounts in line.get("by_fiscal_year", {}).items()}
+        rows += [_post_row(line["line_id"], year, SUM_LABEL, "", amounts) for year, amounts in sorted(by_year.items())]
+    return rows
+
+
+def post_table(rows: list[PostRow]) -> list[tuple[Cell, ...]]:
+    return [(*r.labels(), *(nok(a) for a in r.amounts_ore()), r.carry_rule or "") for r in rows]
+
+
+def render_post_rows(rows: list[PostRow]) -> str:
+    return render_table(POST_COLUMNS, [(*r.labels(), *(format_ore_readable(a) for a in r.amounts_ore()),
+                                        r.carry_rule or "-") for r in rows], range(6, 6 + len(POST_FIGURES)))
+
+
+def rows_json(rows: list[CellRow] | list[PostRow]) -> str:
+    """JSON rows: øre as integers, *_nok as decimal text beside each."""
+    return json.dumps([{**(data := asdict(r)), **{k.removesuffix("_ore") + "_nok": format_ore(v)
+                                                  for k, v in data.items() if k.endswith("_ore")}}
+                       for r in rows], ensure_ascii=False, indent=2)
 
 
 def render_status(body: dict) -> str:
@@ -168,12 +250,26 @@ def fetch_lines(base_url: str, line_id: str | None = None, as_of: str | None = N
 
 
 def status_json(rows: list[CellRow]) -> str:
-    return json.dumps([{**asdict(r), **{f"{f}_nok": format_ore(getattr(r, f"{f}_ore")) for f in FIGURES}}
-                       for r in rows], ensure_ascii=False, indent=2)
+    return rows_json(rows)
+
+
+def status_posts(lines: list[dict[str, Any]], output: str) -> str:
+    """`status --posts`: every cell per funding kap/post, with the year's sum rows; output table, csv or json."""
+    rows = [row for line in lines for row in post_rows(line)]
+    if output == "json":
+        return rows_json(rows)
+    if output == "csv":
+        stream = io.StringIO()
+        write_csv(POST_COLUMNS, post_table(rows), stream)
+        return stream.getvalue().rstrip("\r\n")
+    return (render_post_rows(rows) if rows else "Ingen budsjettlinjer ennå (no budget lines yet).") + "\nBeløp i NOK."
 
 
 def _status(args: argparse.Namespace, settings_from_args) -> int:
     lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line, args.as_of, args.year)
+    if args.posts:
+        print(status_posts(lines, "json" if args.json else "csv" if args.csv else "table"))
+        return 0
     rows = [row for line in lines for row in cell_rows(line)]
     if args.json:
         print(status_json(rows))
@@ -189,8 +285,10 @@ def _status(args: argparse.Namespace, settings_from_args) -> int:
 LINE_COLUMNS = ("Linje", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt", "Disponibelt", "Hendelser",
                 "Siste hendelse")
 EVENT_COLUMNS = ("Linje", "Hendelse", "Type", "Kilde", "Tidspunkt", "Korrigerer", "Korrigert av", "Departement",
-                 "Fase", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt")
-EVENT_FIGURES = FIGURES[:-1]  # an event moves these; disponibelt follows from them
+                 "Fase", "Budsjettår", "Kap/post", "Bevilget", "Omdisponert", "Forpliktet", "Utbetalt",
+                 "Overført inn", "Bortfalt")
+# an event moves these; disponibelt follows from them
+EVENT_FIGURES = ("bevilget", "omdisponert", "forpliktet", "utbetalt", "overfort_inn", "bortfalt")
 
 
 def line_events(base_url: str, line_id: str) -> Iterator[dict[str, Any]]:
@@ -208,13 +306,27 @@ def line_events(base_url: str, line_id: str) -> Iterator[dict[str, Any]]:
             return
 
 
-def event_rows(line_id: str, event: dict[str, Any]) -> list[tuple[Cell, ...]]:
-    """One row per cell the event changed (so the columns add up to the line's totals), one row if none."""
+def event_rows(line_id: str, event: dict[str, Any], fiscal_year: int | None = None) -> list[tuple[Cell, ...]]:
+    """One row per cell (and kap/post) the event changed, so the columns add up to the line's totals; one row
+    if none. With `fiscal_year`, only what it moved in that year (a closing moves money into the next year):
+    no rows for an event that neither belongs to the year nor moved its money."""
     head = (line_id, event["event_id"], event["kind"], event.get("source_ministry"), event["time"],
             event.get("corrects_id"), event.get("corrected_by"))
-    deltas = event.get("deltas") or [{"ministry": None, "phase": None}]
-    return [(*head, d["ministry"], d["phase"], *(nok(int(d.get(f"{f}_ore", 0))) for f in EVENT_FIGURES))
-            for d in deltas]
+    deltas = event.get("deltas") or []
+    if fiscal_year is not None:
+        deltas = [d for d in deltas if d.get("fiscal_year") == fiscal_year]
+        if not deltas and event.get("fiscal_year") != fiscal_year:
+            return []
+    deltas = deltas or [{"ministry": None, "phase": None}]
+    return [(*head, d["ministry"], d["phase"], d.get("fiscal_year"), _post_label(d.get("kap"), d.get("post")),
+             *(nok(int(d.get(f"{f}_ore", 0))) for f in EVENT_FIGURES)) for d in deltas]
+
+
+def _post_label(kap: int | None, post: int | None) -> str | None:
+    """"840.70" as finance staff write kap/post; None when the row names none."""
+    if kap is None or post is None:
+        return None
+    return NO_POST_LABEL if kap == 0 else f"{kap}.{post:02d}"
 
 
 def _moment(rfc3339: str) -> datetime:
@@ -226,23 +338,31 @@ def _at_or_before(event: dict[str, Any], as_of: str | None) -> bool:
     return as_of is None or _moment(event["time"]) <= _moment(as_of)
 
 
-def export_table(what: str, base_url: str, line_id: str | None,
-                 as_of: str | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
-    lines, _ = fetch_lines(base_url, line_id, as_of)
+def export_table(what: str, base_url: str, line_id: str | None, as_of: str | None = None,
+                 fiscal_year: int | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
+    """The rows of one export table; with `fiscal_year`, that year's figures only (lines without money in the
+    year are left out), so every amount column adds up to the year's totals."""
+    lines, _ = fetch_lines(base_url, line_id, as_of, fiscal_year)
+    if fiscal_year is not None:
+        lines = [line for line in lines if line.get("cells")]
     if what == "lines":
         return LINE_COLUMNS, [(line["line_id"], *(nok(line["totals"][f"{f}_ore"]) for f in FIGURES),
                                line.get("events_applied"), line.get("last_event_time")) for line in lines]
     if what == "cells":
         return CELL_COLUMNS, cell_table([row for line in lines for row in cell_rows(line, with_sum=False)])
+    if what == "posts":
+        return POST_COLUMNS, post_table([row for line in lines for row in post_rows(line, with_sum=False)])
     return EVENT_COLUMNS, [row for line in lines for event in line_events(base_url, line["line_id"])
-                           if _at_or_before(event, as_of) for row in event_rows(line["line_id"], event)]
+                           if _at_or_before(event, as_of)
+                           for row in event_rows(line["line_id"], event, fiscal_year)]
 
 
 def _export(args: argparse.Namespace, settings_from_args) -> int:
     fmt = args.format or ("xlsx" if args.output and args.output.lower().endswith(".xlsx") else "csv")
     if fmt == "xlsx" and not args.output:
         raise UserError("an xlsx export needs --output FILE.xlsx (a workbook is not written to a terminal)")
-    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line, args.as_of)
+    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line, args.as_of,
+                                 args.year)
     if fmt == "xlsx":
         write_xlsx(columns, rows, Path(args.output), title=args.what)
     elif args.output:
@@ -308,19 +428,26 @@ def register(subparsers, settings_from_args) -> None:
     output = status.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV for Excel (';', decimal comma) instead of a table")
     output.add_argument("--json", action="store_true", help="JSON rows (øre as integers, NOK as decimal text)")
+    status.add_argument("--posts", action="store_true",
+                        help="one row per funding kap/post inside each cell (with overført inn, bortfalt and the "
+                             "year-end rule), and the year's sum rows they add up to")
     status.set_defaults(handler=lambda args: _status(args, settings_from_args))
 
     export = subparsers.add_parser(
         "export", help="export lines, cells or the audit trail (events) as CSV or xlsx, for reconciliation",
-        description="lines: totals per line; cells: per line × ministry × phase; events: every event behind each "
-                    "line, one row per cell it changed, so each amount column adds up to the line's totals. "
-                    "CSV is ';'-separated with decimal commas (Norwegian Excel); xlsx keeps exact amounts.")
-    export.add_argument("what", choices=["lines", "cells", "events"], help="which table")
+        description="lines: totals per line; cells: per line × ministry × phase; posts: per funding kap/post inside "
+                    "each cell; events: every event behind each line, one row per cell and kap/post it changed, so "
+                    "each amount column adds up to the line's totals. CSV is ';'-separated with decimal commas "
+                    "(Norwegian Excel); xlsx keeps exact amounts.")
+    export.add_argument("what", choices=["lines", "cells", "posts", "events"], help="which table")
     export.add_argument("--format", choices=["csv", "xlsx"], help="default: from --output's name, else csv")
     export.add_argument("--output", "-o", help="file to write (default: CSV on stdout)")
     export.add_argument("--line", help="only this line id")
     export.add_argument("--as-of", type=as_of_timestamp, metavar="DATE",
                         help="as the books stood at the end of DATE (Norwegian time) or at a timestamp")
+    export.add_argument("--year", type=fiscal_year_argument, metavar="YYYY",
+                        help="only this fiscal year (budsjettår): its lines' totals, cells and posts, and the events "
+                             "that moved its money (default: every year)")
     export.set_defaults(handler=lambda args: _export(args, settings_from_args))
 
     replay = subparsers.add_parser("replay", help="rebuild budsjett's state and read model from the Kafka log",
