@@ -1,12 +1,16 @@
 """budsjett's subcommands: `reformspor status`, `export`, `replay` and `catalogue import FILE`.
 
 `status` and `export` read budsjett's HTTP API (GET /v1/lines, /v1/lines/{id},
-/v1/lines/{id}/events) and show every figure per line × ministry × phase,
+/v1/lines/{id}/events) and show every figure per line × ministry × phase
+(or, with `--posts` / `export posts`, per funding kap/post inside each cell),
 with Norwegian column headers, so the rows add up to the line's totals.
+`export --year` keeps one fiscal year: its lines' totals, its cells, and the
+audit-trail rows that moved its money.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -16,8 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from services.budsjett.tables import (CELL_COLUMNS, EVENT_COLUMNS, FIGURES, LINE_COLUMNS, CellRow, cell_rows,
-                                     cell_table, event_rows, line_table)
+from services.budsjett.tables import (CELL_COLUMNS, EVENT_COLUMNS, FIGURES, LINE_COLUMNS, POST_COLUMNS,
+                                     POST_FIGURES, CellRow, PostRow, cell_rows, cell_table, event_rows, line_table,
+                                     post_rows, post_table)
 from services.shared.dates import parse_moment
 from services.shared.http_client import get_json
 from services.shared.money import format_ore, format_ore_readable
@@ -27,19 +32,35 @@ from services.shared.usererror import UserError
 EVENTS_PAGE = 1000
 
 
-def render_rows(rows: list[CellRow]) -> str:
-    """An aligned terminal table, NOK with Norwegian thousands spacing and decimal comma."""
-    table = [CELL_COLUMNS] + [(r.line_id, r.year_label, r.ministry, r.phase,
-                               *(format_ore_readable(a) for a in r.amounts_ore()), ", ".join(r.flags) or "-")
-                              for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(CELL_COLUMNS))]
-    numeric = range(4, 4 + len(FIGURES))
+def render_table(columns: tuple[str, ...], rows: list[tuple[str, ...]], numeric: range) -> str:
+    """An aligned terminal table; the `numeric` columns right-aligned."""
+    table = [columns, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
 
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(widths[i]) if i in numeric else v.ljust(widths[i])
                          for i, v in enumerate(row)).rstrip()
 
     return "\n".join([fmt(table[0]), "  ".join("-" * w for w in widths), *map(fmt, table[1:])])
+
+
+def render_rows(rows: list[CellRow]) -> str:
+    """An aligned terminal table, NOK with Norwegian thousands spacing and decimal comma."""
+    return render_table(CELL_COLUMNS, [(r.line_id, r.year_label, r.ministry, r.phase,
+                                        *(format_ore_readable(a) for a in r.amounts_ore()), ", ".join(r.flags) or "-")
+                                       for r in rows], range(4, 4 + len(FIGURES)))
+
+
+def render_post_rows(rows: list[PostRow]) -> str:
+    return render_table(POST_COLUMNS, [(*r.labels(), *(format_ore_readable(a) for a in r.amounts_ore()),
+                                        r.carry_rule or "-") for r in rows], range(6, 6 + len(POST_FIGURES)))
+
+
+def rows_json(rows: list[CellRow] | list[PostRow]) -> str:
+    """JSON rows: øre as integers, *_nok as decimal text beside each."""
+    return json.dumps([{**(data := asdict(r)), **{k.removesuffix("_ore") + "_nok": format_ore(v)
+                                                  for k, v in data.items() if k.endswith("_ore")}}
+                       for r in rows], ensure_ascii=False, indent=2)
 
 
 def render_status(body: dict) -> str:
@@ -88,12 +109,26 @@ def fetch_lines(base_url: str, line_id: str | None = None, as_of: str | None = N
 
 
 def status_json(rows: list[CellRow]) -> str:
-    return json.dumps([{**asdict(r), **{f"{f}_nok": format_ore(getattr(r, f"{f}_ore")) for f in FIGURES}}
-                       for r in rows], ensure_ascii=False, indent=2)
+    return rows_json(rows)
+
+
+def status_posts(lines: list[dict[str, Any]], output: str) -> str:
+    """`status --posts`: every cell per funding kap/post, with the year's sum rows; output table, csv or json."""
+    rows = [row for line in lines for row in post_rows(line)]
+    if output == "json":
+        return rows_json(rows)
+    if output == "csv":
+        stream = io.StringIO()
+        write_csv(POST_COLUMNS, post_table(rows), stream)
+        return stream.getvalue().rstrip("\r\n")
+    return (render_post_rows(rows) if rows else "Ingen budsjettlinjer ennå (no budget lines yet).") + "\nBeløp i NOK."
 
 
 def _status(args: argparse.Namespace, settings_from_args) -> int:
     lines, catalogue = fetch_lines(settings_from_args(args).service_url("budsjett"), args.line, args.as_of, args.year)
+    if args.posts:
+        print(status_posts(lines, "json" if args.json else "csv" if args.csv else "table"))
+        return 0
     rows = [row for line in lines for row in cell_rows(line)]
     if args.json:
         print(status_json(rows))
@@ -126,22 +161,30 @@ def _at_or_before(event: dict[str, Any], as_of: str | None) -> bool:
     return as_of is None or _moment(event["time"]) <= _moment(as_of)
 
 
-def export_table(what: str, base_url: str, line_id: str | None,
-                 as_of: str | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
-    lines, _ = fetch_lines(base_url, line_id, as_of)
+def export_table(what: str, base_url: str, line_id: str | None, as_of: str | None = None,
+                 fiscal_year: int | None = None) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
+    """The rows of one export table; with `fiscal_year`, that year's figures only (lines without money in the
+    year are left out), so every amount column adds up to the year's totals."""
+    lines, _ = fetch_lines(base_url, line_id, as_of, fiscal_year)
+    if fiscal_year is not None:
+        lines = [line for line in lines if line.get("cells")]
     if what == "lines":
         return LINE_COLUMNS, line_table(lines)
     if what == "cells":
         return CELL_COLUMNS, cell_table([row for line in lines for row in cell_rows(line, with_sum=False)])
+    if what == "posts":
+        return POST_COLUMNS, post_table([row for line in lines for row in post_rows(line, with_sum=False)])
     return EVENT_COLUMNS, [row for line in lines for event in line_events(base_url, line["line_id"])
-                           if _at_or_before(event, as_of) for row in event_rows(line["line_id"], event)]
+                           if _at_or_before(event, as_of)
+                           for row in event_rows(line["line_id"], event, fiscal_year)]
 
 
 def _export(args: argparse.Namespace, settings_from_args) -> int:
     fmt = args.format or ("xlsx" if args.output and args.output.lower().endswith(".xlsx") else "csv")
     if fmt == "xlsx" and not args.output:
         raise UserError("an xlsx export needs --output FILE.xlsx (a workbook is not written to a terminal)")
-    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line, args.as_of)
+    columns, rows = export_table(args.what, settings_from_args(args).service_url("budsjett"), args.line, args.as_of,
+                                 args.year)
     if fmt == "xlsx":
         write_xlsx(columns, rows, Path(args.output), title=args.what)
     elif args.output:
@@ -206,19 +249,26 @@ def register(subparsers, settings_from_args) -> None:
     output = status.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV for Excel (';', decimal comma) instead of a table")
     output.add_argument("--json", action="store_true", help="JSON rows (øre as integers, NOK as decimal text)")
+    status.add_argument("--posts", action="store_true",
+                        help="one row per funding kap/post inside each cell (with overført inn, bortfalt and the "
+                             "year-end rule), and the year's sum rows they add up to")
     status.set_defaults(handler=lambda args: _status(args, settings_from_args))
 
     export = subparsers.add_parser(
         "export", help="export lines, cells or the audit trail (events) as CSV or xlsx, for reconciliation",
-        description="lines: totals per line; cells: per line × ministry × phase; events: every event behind each "
-                    "line, one row per cell it changed, so each amount column adds up to the line's totals. "
-                    "CSV is ';'-separated with decimal commas (Norwegian Excel); xlsx keeps exact amounts.")
-    export.add_argument("what", choices=["lines", "cells", "events"], help="which table")
+        description="lines: totals per line; cells: per line × ministry × phase; posts: per funding kap/post inside "
+                    "each cell; events: every event behind each line, one row per cell and kap/post it changed, so "
+                    "each amount column adds up to the line's totals. CSV is ';'-separated with decimal commas "
+                    "(Norwegian Excel); xlsx keeps exact amounts.")
+    export.add_argument("what", choices=["lines", "cells", "posts", "events"], help="which table")
     export.add_argument("--format", choices=["csv", "xlsx"], help="default: from --output's name, else csv")
     export.add_argument("--output", "-o", help="file to write (default: CSV on stdout)")
     export.add_argument("--line", help="only this line id")
     export.add_argument("--as-of", type=as_of_timestamp, metavar="DATE",
                         help="as the books stood at the end of DATE (Norwegian time) or at a timestamp")
+    export.add_argument("--year", type=fiscal_year_argument, metavar="YYYY",
+                        help="only this fiscal year (budsjettår): its lines' totals, cells and posts, and the events "
+                             "that moved its money (default: every year)")
     export.set_defaults(handler=lambda args: _export(args, settings_from_args))
 
     replay = subparsers.add_parser("replay", help="rebuild budsjett's state and read model from the Kafka log",

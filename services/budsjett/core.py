@@ -5,9 +5,11 @@ worker's Quix state scoped to the line in the worker) under prefixed keys, all
 belonging to the line being processed:
 
 - ``line:<line_id>``  the line's cells, flags and ``last_offset`` (the input
-  offset last applied; a line's events share one partition, so offsets grow)
+  offset last applied; a line's events share one partition, so offsets grow).
+  Each cell keeps its amounts per funding kap/post under ``posts`` ("kap.post" ->
+  the same amount fields); the cell's own fields are always the sum of its posts.
 - ``id:<event_id>``   {hash, offset, line_id, effect, corrected_by, …}
-- ``c:<line_id>:<commitment_id>``  one commitment's outstanding amount
+- ``c:<line_id>:<commitment_id>``  one commitment's outstanding amount and its kap/post
 
 `process(store, offset, message, catalogue, now)` is the exactly-once state
 transition. Writes happen in the order id → commitments → corrected original
@@ -26,6 +28,7 @@ import orjson
 
 from services.budsjett.catalogue import Catalogue
 from services.budsjett.yearend import (
+    CarryRule,
     CellYear,
     Closing,
     ClosingOutcome,
@@ -114,6 +117,8 @@ class Transfer:
     source_ministry: str
     time: datetime
     kind: str = TRANSFER_KIND
+    # (post key, amount_ore) per funding post the debit took the money from; they add up to amount_ore
+    posts: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> str:
@@ -134,6 +139,7 @@ class Transfer:
                 "amount_ore": self.amount_ore,
                 "origin_id": self.origin_id,
                 "origin_line_id": self.origin_line_id,
+                **({"by_post": dict(self.posts)} if self.posts else {}),
             },
         }
 
@@ -173,6 +179,7 @@ def _parse_transfer(document: dict) -> Transfer:
     if not (isinstance(source, str) and source.startswith(SOURCE_PREFIX)
             and _is_ministry(source.removeprefix(SOURCE_PREFIX))):
         problems.append(FieldProblem("source", f"required: {SOURCE_PREFIX}<ministry code>"))
+    posts = _parse_transfer_posts(data.get("by_post"), amount, problems)
     time = parse_time(document.get("time"), problems)
     event_id = document.get("id")
     if not is_event_id(event_id) or not event_id.endswith("#to"):
@@ -182,7 +189,26 @@ def _parse_transfer(document: dict) -> Transfer:
         raise ContractError(problems, event_id=event_id)
     return Transfer(id=event_id, line_id=data["line_id"], ministry=data["ministry"], phase=data["phase"],
                     fiscal_year=data["fiscal_year"], amount_ore=amount, origin_id=data["origin_id"], origin_line_id=data["origin_line_id"],
-                    source_ministry=source.removeprefix(SOURCE_PREFIX), time=time)
+                    source_ministry=source.removeprefix(SOURCE_PREFIX), time=time, posts=posts)
+
+
+def is_post_key(value: object) -> bool:
+    if not isinstance(value, str) or not value.isascii() or value.count(".") != 1:
+        return False
+    kap, post = value.split(".")
+    return kap.isdigit() and post.isdigit() and len(kap) <= 4 and len(post) <= 2
+
+
+def _parse_transfer_posts(by_post: object, amount: object, problems: list[FieldProblem]) -> tuple[tuple[str, int], ...]:
+    """The optional per-post split of a transfer: "kap.post" -> integer øre, adding up to amount_ore."""
+    if by_post is None:
+        return ()
+    if (not isinstance(by_post, dict) or not all(is_post_key(k) for k in by_post)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in by_post.values())
+            or sum(by_post.values()) != amount):
+        problems.append(FieldProblem("data.by_post", '"kap.post" -> integer øre, adding up to amount_ore'))
+        return ()
+    return tuple(sorted(by_post.items(), key=lambda item: split_post_key(item[0])))
 
 
 def parse_message(raw: bytes | str) -> Message:
@@ -220,7 +246,42 @@ def copy_line(line: dict[str, Any]) -> dict[str, Any]:
 
 def new_cell() -> dict[str, Any]:
     return {**{name: 0 for name in AMOUNT_FIELDS}, "overcommitted": False, "overspent": False,
-            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False, "carry_rule": None}
+            "funding_posts": [], "overslagsbevilgning": False, "kan_overfores": False, "carry_rule": None,
+            "posts": {}}
+
+
+# Money booked without a kap/post to a cell no single post funds (or before any post funded it). At year end
+# no rule lets it carry (§ 3, the main rule); kap 0 post 0 do not exist in Gul bok.
+NO_POST = "0.0"
+# A cell's carry_rule when its posts were closed by different rules (each post names its own).
+PER_POST_CARRY_RULE = "per_post"
+
+
+def new_post() -> dict[str, Any]:
+    """One funding kap/post's share of a cell: the cell's amount fields, and the carry terms of the post."""
+    return {**{name: 0 for name in AMOUNT_FIELDS}, "overslagsbevilgning": False, "kan_overfores": False,
+            "carry_rule": None}
+
+
+def post_key(kap: int, post: int) -> str:
+    return f"{kap}.{post}"
+
+
+def split_post_key(key: str) -> tuple[int, int]:
+    """(kap, post) of a post key; (0, 0) for NO_POST."""
+    kap, post = key.split(".")
+    return int(kap), int(post)
+
+
+def cell_posts(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A cell's per-post amounts. A cell stored before cells kept posts reads as one post: its single funding
+    post, else NO_POST (it then lapses at year end, as such a cell did before)."""
+    posts = cell.get("posts")
+    if posts is not None:
+        return posts
+    key = cell["funding_posts"][0] if len(cell["funding_posts"]) == 1 else NO_POST
+    return {key: {**{name: cell[name] for name in AMOUNT_FIELDS}, "overslagsbevilgning": cell["overslagsbevilgning"],
+                  "kan_overfores": cell["kan_overfores"], "carry_rule": cell["carry_rule"]}}
 
 
 def cell_key(ministry: str, phase: str, fiscal_year: int) -> str:
@@ -337,9 +398,12 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
     """The deltas an event applies, plus extra facts (funding post, corrected id). Raises Rejected.
 
     Effect entries: ["cell", ministry, phase, fiscal_year, field, delta_ore],
-    ["commit", commitment_id, ministry, phase, fiscal_year, delta_ore],
-    ["transfer", line_id, ministry, phase, fiscal_year, delta_ore]. Every entry names its fiscal year, so
-    a korrigert (which negates the original's entries) reverses in the year of the original.
+    ["post", ministry, phase, fiscal_year, post_key, field, delta_ore] (the same deltas per funding kap/post:
+    for each cell and field they add up to its "cell" entries), ["commit", commitment_id, ministry, phase,
+    fiscal_year, post_key, delta_ore], ["transfer", line_id, ministry, phase, fiscal_year, delta_ore] with its
+    ["transfer_post", line_id, ministry, phase, fiscal_year, post_key, delta_ore]. Every entry names its fiscal
+    year and ends with its delta, so a korrigert (which negates the original's entries) reverses in the year,
+    and on the posts, of the original.
     """
     kind = message.kind
     line_id = line["line_id"]
@@ -347,23 +411,22 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
     if kind == TRANSFER_KIND:
         # The other half of an omdisponert already applied on its line: applied even to a closed year, since
         # refusing it would lose the money the debit took (both sides or neither).
-        return [["cell", message.ministry, message.phase, message.fiscal_year, "omdisponert_ore",
-                 message.amount_ore]], extra
+        return _transfer_effect(line, message), extra
     data = message.data
     if kind == "arsavslutning":
         return _closing_effect(line, message, catalogue)
     _refuse_closed_year(store, line, message)
     if kind == "bevilget":
         _check_post(catalogue, data.fiscal_year, data.kap, data.post, data.ministry)
-        extra["funding_post"] = f"{data.kap}.{data.post}"
+        funding = extra["funding_post"] = post_key(data.kap, data.post)
         if catalogue is not None and catalogue.loaded:
             item = catalogue.get(data.fiscal_year, data.kap, data.post)
             if item is not None:
                 extra["overslagsbevilgning"] = item.overslagsbevilgning
                 extra["kan_overfores"] = item.kan_overfores
-        return [["cell", data.ministry, data.phase, data.fiscal_year, "bevilget_ore", data.amount_ore]], extra
+        return _booking(data.ministry, data.phase, data.fiscal_year, funding, "bevilget_ore", data.amount_ore), extra
     if kind == "omdisponert":
-        return _reallocation_effect(data, line_id), extra
+        return _reallocation_effect(data, line), extra
     if kind in ("forpliktet", "forpliktelse_frigitt", "utbetalt"):
         year = data.fiscal_year
         cell = line["cells"].get(cell_key(data.ministry, data.phase, year)) or new_cell()
@@ -376,28 +439,36 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
                 raise Rejected(f"commitment {data.commitment_id} belongs to {commitment['ministry']}/"
                                f"{commitment['phase']}/{commitment['fiscal_year']}, not "
                                f"{data.ministry}/{data.phase}/{year}")
+        cell_name = f"{data.ministry}/{data.phase}/{year} on line {line_id}"
         if kind == "forpliktet":
             _check_booking(catalogue, cell, year, data.kap, data.post, data.ministry, data.phase)
-            return [["commit", data.commitment_id, data.ministry, data.phase, year, data.amount_ore],
-                    ["cell", data.ministry, data.phase, year, "forpliktet_ore", data.amount_ore]], extra
+            post = _spending_post(catalogue, cell, year, data.kap, data.post, cell_name)
+            return [["commit", data.commitment_id, data.ministry, data.phase, year, post, data.amount_ore],
+                    *_booking(data.ministry, data.phase, year, post, "forpliktet_ore", data.amount_ore)], extra
         if kind == "forpliktelse_frigitt":
             if commitment is None:
                 raise Rejected(f"commitment {data.commitment_id} is unknown on line {line_id}")
             if data.amount_ore > commitment["outstanding_ore"]:
                 raise Rejected(f"releases {data.amount_ore} øre of commitment {data.commitment_id}, "
                                f"but only {commitment['outstanding_ore']} øre is outstanding")
-            return [["commit", data.commitment_id, data.ministry, data.phase, year, -data.amount_ore],
-                    ["cell", data.ministry, data.phase, year, "forpliktet_ore", -data.amount_ore]], extra
+            post = _commitment_post(commitment, cell)
+            return [["commit", data.commitment_id, data.ministry, data.phase, year, post, -data.amount_ore],
+                    *_booking(data.ministry, data.phase, year, post, "forpliktet_ore", -data.amount_ore)], extra
         # utbetalt
         _check_booking(catalogue, cell, year, data.kap, data.post, data.ministry, data.phase)
-        effect = [["cell", data.ministry, data.phase, year, "utbetalt_ore", data.amount_ore]]
-        if data.commitment_id is not None:
-            if commitment is None:
-                raise Rejected(f"payment against commitment {data.commitment_id}, which is unknown on line {line_id}")
+        if data.commitment_id is not None and commitment is None:
+            raise Rejected(f"payment against commitment {data.commitment_id}, which is unknown on line {line_id}")
+        if data.kap is None and commitment is not None:
+            post = _commitment_post(commitment, cell)  # paid under the post the commitment was made on
+        else:
+            post = _spending_post(catalogue, cell, year, data.kap, data.post, cell_name)
+        effect = _booking(data.ministry, data.phase, year, post, "utbetalt_ore", data.amount_ore)
+        if commitment is not None:
             drawn = min(max(data.amount_ore, 0), max(commitment["outstanding_ore"], 0))
             if drawn:
-                effect += [["commit", data.commitment_id, data.ministry, data.phase, year, -drawn],
-                           ["cell", data.ministry, data.phase, year, "forpliktet_ore", -drawn]]
+                drawn_post = _commitment_post(commitment, cell)
+                effect += [["commit", data.commitment_id, data.ministry, data.phase, year, drawn_post, -drawn],
+                           *_booking(data.ministry, data.phase, year, drawn_post, "forpliktet_ore", -drawn)]
         return effect, extra
     if kind == "korrigert":
         original = store.get(f"id:{data.corrects_id}")
@@ -413,8 +484,115 @@ def compute_effect(store: Store, line: dict[str, Any], message: Message, offset:
         if original.get("corrected_by") not in (None, message.id):
             raise Rejected(f"event {data.corrects_id} was already corrected by {original['corrected_by']}")
         extra["corrects_id"] = data.corrects_id
-        return [[entry[0], *entry[1:-1], -entry[-1]] for entry in original["effect"]], extra
+        reversed_effect = [[entry[0], *entry[1:-1], -entry[-1]] for entry in original["effect"]]
+        return reversed_effect + _legacy_post_entries(line, reversed_effect), extra
     raise Rejected(f"unsupported kind {kind}")
+
+
+def _booking(ministry: str, phase: str, fiscal_year: int, post: str, name: str, delta_ore: int) -> list[list[Any]]:
+    """One amount booked to a cell and to the kap/post inside it that the money belongs to."""
+    return [["cell", ministry, phase, fiscal_year, name, delta_ore],
+            ["post", ministry, phase, fiscal_year, post, name, delta_ore]]
+
+
+def _unnamed_post(cell: dict[str, Any]) -> str | None:
+    """The post of money booked without a kap/post: the cell's one funding post, NO_POST if none funds it,
+    None when several do (the booking is ambiguous)."""
+    funding = cell["funding_posts"]
+    if len(funding) > 1:
+        return None
+    return funding[0] if funding else NO_POST
+
+
+def _spending_post(catalogue: Catalogue | None, cell: dict[str, Any], fiscal_year: int, kap: int | None,
+                   post: int | None, cell_name: str) -> str:
+    """The funding post a commitment or payment draws on.
+
+    Named kap/post: that post, or the funding post the catalogue pools it with ("kan nyttes under"), since the
+    money spent is that post's. Unnamed: the cell's one funding post. A cell funded by several posts needs the
+    kap/post named, because each post is closed by its own rule at year end (Bevilgningsreglementet § 5, R-110).
+    """
+    if kap is not None and post is not None:
+        booked = post_key(kap, post)
+        if booked in cell["funding_posts"] or catalogue is None or not catalogue.loaded:
+            return booked
+        pooled = [p for p in cell["funding_posts"] if catalogue.pooled(fiscal_year, (kap, post), split_post_key(p))]
+        return pooled[0] if pooled else booked
+    unnamed = _unnamed_post(cell)
+    if unnamed is None:
+        names = ", ".join(f"kap {k} post {p}" for k, p in map(split_post_key, cell["funding_posts"]))
+        raise Rejected(f"{cell_name} is funded by {names}: name the kap/post (data.kap, data.post) this is booked "
+                       f"to, since each post carries over or lapses by its own rule at year end")
+    return unnamed
+
+
+def _commitment_post(commitment: dict[str, Any], cell: dict[str, Any]) -> str:
+    """The post a commitment was made on (a commitment stored before posts were kept: the cell's unnamed post)."""
+    return commitment.get("post") or _unnamed_post(cell) or NO_POST
+
+
+def _legacy_post_entries(line: dict[str, Any], effect: list[list[Any]]) -> list[list[Any]]:
+    """Post entries for the cell entries of an effect recorded before effects named posts (a korrigert of such
+    an event): on the post the cell's amounts were read into (`cell_posts`)."""
+    if any(entry[0] == "post" for entry in effect):
+        return []
+    entries = []
+    for entry in effect:
+        if entry[0] == "cell":
+            _, ministry, phase, year, name, delta = entry
+            cell = line["cells"].get(cell_key(ministry, phase, year)) or new_cell()
+            key = next(iter(cell_posts(cell)), NO_POST)
+            entries.append(["post", ministry, phase, year, key, name, delta])
+    return entries
+
+
+def _draw_from_posts(cell: dict[str, Any] | None, amount_ore: int) -> list[tuple[str, int]]:
+    """Which posts an omdisponert takes its money from, as (post, amount): the contract names no post, so it
+    takes each post's disponibelt in kap/post order, and any rest from the first post. The money keeps its post
+    where it goes, so the year-end rule that governs it stays the one of the post Stortinget granted it under."""
+    posts = cell_posts(cell) if cell is not None else {}
+    if not posts:
+        return [(NO_POST, amount_ore)]
+    parts: dict[str, int] = {}
+    remaining = amount_ore
+    for key in sorted(posts, key=split_post_key):
+        take = min(remaining, max(0, disponibelt(posts[key])))
+        if take:
+            parts[key] = take
+            remaining -= take
+    if remaining:
+        first = min(posts, key=split_post_key)
+        parts[first] = parts.get(first, 0) + remaining
+    return sorted(parts.items(), key=lambda part: split_post_key(part[0]))
+
+
+def _reallocation_effect(data: Any, line: dict[str, Any]) -> list[list[Any]]:
+    """An omdisponert's two sides, both in the event's fiscal year (the contract refuses sides in other years),
+    post by post (`_draw_from_posts`)."""
+    year, amount, line_id = data.fiscal_year, data.amount_ore, line["line_id"]
+    parts = _draw_from_posts(line["cells"].get(cell_key(data.from_.ministry, data.from_.phase, year)), amount)
+    source, target = (data.from_.ministry, data.from_.phase, year), (data.to.ministry, data.to.phase, year)
+    effect = [["cell", *source, "omdisponert_ore", -amount]]
+    effect += [["post", *source, post, "omdisponert_ore", -part] for post, part in parts]
+    if data.to_line_id == line_id:
+        effect.append(["cell", *target, "omdisponert_ore", amount])
+        effect += [["post", *target, post, "omdisponert_ore", part] for post, part in parts]
+    else:
+        effect.append(["transfer", data.to_line_id, *target, amount])
+        effect += [["transfer_post", data.to_line_id, *target, post, part] for post, part in parts]
+    return effect
+
+
+def _transfer_effect(line: dict[str, Any], message: Transfer) -> list[list[Any]]:
+    """The credit side of a cross-line omdisponert, on the posts the debit took it from (a transfer sent
+    before transfers named posts: the target cell's unnamed post)."""
+    target = (message.ministry, message.phase, message.fiscal_year)
+    parts = message.posts
+    if not parts:
+        cell = line["cells"].get(cell_key(*target)) or new_cell()
+        parts = ((_unnamed_post(cell) or NO_POST, message.amount_ore),)
+    return [["cell", *target, "omdisponert_ore", message.amount_ore],
+            *(["post", *target, post, "omdisponert_ore", part] for post, part in parts)]
 
 
 def _closing_of(line: dict[str, Any], fiscal_year: int) -> Closing | None:
@@ -444,24 +622,34 @@ def _funders(line: dict[str, Any], fiscal_year: int) -> frozenset[str]:
                      if split_cell_key(key)[2] == fiscal_year and (cell["bevilget_ore"] or cell["funding_posts"]))
 
 
-def _post_terms(catalogue: Catalogue | None, fiscal_year: int, cell: dict[str, Any]) -> PostTerms:
-    """The carry-over terms of the post that funded a cell: the catalogue's stikkord, else the cell's own flags."""
-    if len(cell["funding_posts"]) != 1:
-        # Several posts would be closed per post, which needs per-post figures the ledger does not keep; without a
-        # post there is no rule that lets money carry. Either way the main rule (§ 3) applies: it lapses.
-        return PostTerms(post=0)
-    kap, post = (int(part) for part in cell["funding_posts"][0].split("."))
-    item = catalogue.get(fiscal_year, kap, post) if catalogue is not None and catalogue.loaded else None
+def _post_terms(catalogue: Catalogue | None, fiscal_year: int, post: str, amounts: dict[str, Any]) -> PostTerms:
+    """The carry-over terms of one funding post: the catalogue's stikkord, else the flags its bevilget brought."""
+    if post == NO_POST:
+        return PostTerms(post=0)  # money under no post: no rule lets it carry, the main rule (§ 3) applies
+    kap, number = split_post_key(post)
+    item = catalogue.get(fiscal_year, kap, number) if catalogue is not None and catalogue.loaded else None
     if item is not None:
         return PostTerms.of(item)
-    flags = (("kan overføres", cell["kan_overfores"]), ("overslagsbevilgning", cell["overslagsbevilgning"]))
-    return PostTerms(post=post, stikkord=", ".join(word for word, on in flags if on))
+    flags = (("kan overføres", amounts["kan_overfores"]), ("overslagsbevilgning", amounts["overslagsbevilgning"]))
+    return PostTerms(post=number, stikkord=", ".join(word for word, on in flags if on))
+
+
+def _post_year(amounts: dict[str, Any], previous: dict[str, Any] | None) -> CellYear:
+    """One post's figures in a cell for the year being closed, with the same post's appropriation the year before."""
+    return CellYear(bevilget_ore=amounts["bevilget_ore"], omdisponert_ore=amounts["omdisponert_ore"],
+                    forpliktet_ore=amounts["forpliktet_ore"], utbetalt_ore=amounts["utbetalt_ore"],
+                    previous_year_appropriation_ore=0 if previous is None
+                    else previous["bevilget_ore"] + previous["omdisponert_ore"],
+                    carried_in_ore=amounts["overfort_inn_ore"])
 
 
 def _closing_effect(line: dict[str, Any], message: Event,
                     catalogue: Catalogue | None) -> tuple[list[list[Any]], dict[str, Any]]:
-    """An årsavslutning: each of the year's cells carries or lapses into the next year (yearend.close_cell:
-    Bevilgningsreglementet § 5 and R-110); refused unless FIN or the year's sole funder closes (decide_closing)."""
+    """An årsavslutning: each funding post of each of the year's cells carries or lapses into the next year by
+    its own rule (yearend.close_cell: Bevilgningsreglementet § 5, R-110: «kan overføres» carries up to this
+    year's and last year's appropriation of that post, post 01 without it up to 5 % of its year's appropriation,
+    an overslagsbevilgning and other posts lapse). Refused unless FIN or the year's sole funder closes
+    (decide_closing)."""
     year, line_id = message.data.fiscal_year, line["line_id"]
     request = Closing(event_id=message.id, line_id=line_id, fiscal_year=year, closed_by=message.source_ministry,
                       closed_at=message.time)
@@ -472,33 +660,27 @@ def _closing_effect(line: dict[str, Any], message: Event,
         return [], {}
     effect: list[list[Any]] = []
     rules: dict[str, str] = {}
+    post_rules: dict[tuple[str, str], str] = {}
     for key, cell in sorted(line["cells"].items()):
         ministry, phase, cell_year = split_cell_key(key)
         if cell_year != year:
             continue
+        next_key, target = cell_key(ministry, phase, year + 1), (ministry, phase, year + 1)
         previous = line["cells"].get(cell_key(ministry, phase, year - 1))
-        figures = CellYear(bevilget_ore=cell["bevilget_ore"], omdisponert_ore=cell["omdisponert_ore"],
-                           forpliktet_ore=cell["forpliktet_ore"], utbetalt_ore=cell["utbetalt_ore"],
-                           previous_year_appropriation_ore=0 if previous is None
-                           else previous["bevilget_ore"] + previous["omdisponert_ore"],
-                           carried_in_ore=cell["overfort_inn_ore"])
-        carry = close_cell(figures, _post_terms(catalogue, year, cell))
-        effect += [["cell", ministry, phase, year + 1, "overfort_inn_ore", carry.carried_ore],
-                   ["cell", ministry, phase, year + 1, "bortfalt_ore", carry.lapsed_ore]]
-        rules[cell_key(ministry, phase, year + 1)] = carry.rule.value
+        previous_posts = cell_posts(previous) if previous is not None else {}
+        carried = lapsed = 0
+        for post, amounts in sorted(cell_posts(cell).items()):
+            carry = close_cell(_post_year(amounts, previous_posts.get(post)), _post_terms(catalogue, year, post, amounts))
+            effect += [["post", *target, post, "overfort_inn_ore", carry.carried_ore],
+                       ["post", *target, post, "bortfalt_ore", carry.lapsed_ore]]
+            post_rules[(next_key, post)] = carry.rule.value
+            carried, lapsed = carried + carry.carried_ore, lapsed + carry.lapsed_ore
+        effect += [["cell", *target, "overfort_inn_ore", carried], ["cell", *target, "bortfalt_ore", lapsed]]
+        cell_rules = {rule for (cell_name, _), rule in post_rules.items() if cell_name == next_key}
+        rules[next_key] = (cell_rules.pop() if len(cell_rules) == 1 else PER_POST_CARRY_RULE) if cell_rules \
+            else CarryRule.BORTFALLER.value
     closing = {"event_id": message.id, "closed_by": message.source_ministry, "closed_at": rfc3339(message.time)}
-    return effect, {"closing": (year, closing), "carry_rules": rules}
-
-
-def _reallocation_effect(data: Any, line_id: str) -> list[list[Any]]:
-    """An omdisponert's two sides, both in the event's fiscal year (the contract refuses sides in other years)."""
-    year, amount = data.fiscal_year, data.amount_ore
-    effect = [["cell", data.from_.ministry, data.from_.phase, year, "omdisponert_ore", -amount]]
-    if data.to_line_id == line_id:
-        effect.append(["cell", data.to.ministry, data.to.phase, year, "omdisponert_ore", amount])
-    else:
-        effect.append(["transfer", data.to_line_id, data.to.ministry, data.to.phase, year, amount])
-    return effect
+    return effect, {"closing": (year, closing), "carry_rules": rules, "post_carry_rules": post_rules}
 
 
 def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int) -> dict[str, Any] | None:
@@ -514,30 +696,42 @@ def load_commitment(store: Store, line_id: str, commitment_id: str, offset: int)
     return record
 
 
+def _writable_cell(cells: dict[str, Any], ministry: str, phase: str, year: int,
+                   touched: set[tuple[str, str, int]]) -> dict[str, Any]:
+    """The cell to change, copied on its first write: the line's cells may still be shared with the stored record."""
+    key = cell_key(ministry, phase, year)
+    if (ministry, phase, year) not in touched:
+        cell = cells.get(key)
+        cells[key] = new_cell() if cell is None else {
+            **cell, "funding_posts": list(cell["funding_posts"]),
+            "posts": {post: dict(amounts) for post, amounts in cell_posts(cell).items()}}
+        touched.add((ministry, phase, year))
+    return cells[key]
+
+
 def apply_effect_to_line(line: dict[str, Any], effect: list[list[Any]],
                          extra: dict[str, Any]) -> set[tuple[str, str, int]]:
-    """Apply cell deltas to a (copied) line record; returns the cells touched, as (ministry, phase, fiscal_year)."""
-    touched = set()
+    """Apply cell and post deltas to a (copied) line record; returns the cells touched, as (ministry, phase, fiscal_year)."""
+    touched: set[tuple[str, str, int]] = set()
     cells = line["cells"]
     for entry in effect:
-        if entry[0] != "cell":
-            continue
-        _, ministry, phase, year, name, delta = entry
-        key = cell_key(ministry, phase, year)
-        if (ministry, phase, year) not in touched:
-            # Copy on first write: the line's cells may still be shared with the stored record.
-            cell = cells.get(key)
-            cells[key] = new_cell() if cell is None else {**cell, "funding_posts": list(cell["funding_posts"])}
-        cells[key][name] += delta
-        touched.add((ministry, phase, year))
+        if entry[0] == "cell":
+            _, ministry, phase, year, name, delta = entry
+            _writable_cell(cells, ministry, phase, year, touched)[name] += delta
+        elif entry[0] == "post":
+            _, ministry, phase, year, post, name, delta = entry
+            posts = _writable_cell(cells, ministry, phase, year, touched)["posts"]
+            posts.setdefault(post, new_post())[name] += delta
     post = extra.get("funding_post")
     if post:
         (touched_cell,) = touched
         cell = line["cells"][cell_key(*touched_cell)]
         if post not in cell["funding_posts"]:
             cell["funding_posts"] = sorted(cell["funding_posts"] + [post])
-        cell["overslagsbevilgning"] = cell["overslagsbevilgning"] or bool(extra.get("overslagsbevilgning"))
-        cell["kan_overfores"] = cell["kan_overfores"] or bool(extra.get("kan_overfores"))
+        terms = cell["posts"][post]
+        for name in ("overslagsbevilgning", "kan_overfores"):
+            terms[name] = terms[name] or bool(extra.get(name))
+            cell[name] = cell[name] or terms[name]
     return touched
 
 
@@ -546,7 +740,8 @@ def _transfers_for(effect: list[list[Any]], message: Message, line_id: str) -> l
         Transfer(id=f"{message.id}#to", line_id=entry[1], ministry=entry[2], phase=entry[3], fiscal_year=entry[4],
                  amount_ore=entry[5],
                  origin_id=message.id, origin_line_id=line_id, source_ministry=message.source_ministry,
-                 time=message.time)
+                 time=message.time,
+                 posts=tuple((p[5], p[6]) for p in effect if p[0] == "transfer_post" and p[1:5] == entry[1:5]))
         for entry in effect if entry[0] == "transfer"
     ]
 
@@ -599,12 +794,13 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
     for entry in effect:
         if entry[0] != "commit":
             continue
-        _, commitment_id, ministry, phase, year, delta = entry
+        commitment_id, ministry, phase, year = entry[1:5]
+        post, delta = (entry[5], entry[6]) if len(entry) == 7 else (None, entry[5])  # 6: recorded before posts
         before = load_commitment(store, line_id, commitment_id, offset)
         before_ore = None if before is None else before["outstanding_ore"]
         store[commitment_key(line_id, commitment_id)] = {
             "ministry": ministry, "phase": phase, "fiscal_year": year, "outstanding_ore": (before_ore or 0) + delta,
-            "offset": offset, "before_ore": before_ore,
+            "offset": offset, "before_ore": before_ore, "post": post or (before or {}).get("post"),
         }
     if "corrects_id" in extra:
         original = dict(store.get(f"id:{extra['corrects_id']}"))
@@ -625,6 +821,8 @@ def process(store: Store, offset: int, message: Message, catalogue: Catalogue | 
         line["closed_years"] = {**line.get("closed_years", {}), str(year): closing}
         for key, rule in extra["carry_rules"].items():
             line["cells"][key]["carry_rule"] = rule  # copied on write by apply_effect_to_line: every key was touched
+        for (key, post), rule in extra["post_carry_rules"].items():
+            line["cells"][key]["posts"][post]["carry_rule"] = rule
     for ministry, phase, year in sorted(touched):
         key = cell_key(ministry, phase, year)
         cell = line["cells"][key]
@@ -693,6 +891,58 @@ def rollups(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]
         groups["by_fiscal_year"].setdefault(str(cell["fiscal_year"]), []).append(cell)
     return {name: {key: sum_amounts(group) for key, group in sorted(by_key.items())}
             for name, by_key in groups.items()}
+
+
+def effect_post_deltas(effect: list[list[Any]]) -> dict[tuple[str, str, int, str], dict[str, int]]:
+    """An effect's deltas per cell and kap/post: (ministry, phase, fiscal_year, post) -> field -> delta_ore.
+    A cell entry without post entries (an effect recorded before effects named posts) counts under NO_POST."""
+    deltas: dict[tuple[str, str, int, str], dict[str, int]] = {}
+    with_posts = {tuple(entry[1:4]) for entry in effect if entry[0] == "post"}
+    for entry in effect:
+        if entry[0] == "post":
+            _, ministry, phase, year, post, name, delta = entry
+        elif entry[0] == "cell" and tuple(entry[1:4]) not in with_posts:
+            (_, ministry, phase, year, name, delta), post = entry, NO_POST
+        else:
+            continue
+        deltas.setdefault((ministry, phase, year, post), dict.fromkeys(AMOUNT_FIELDS, 0))[name] += delta
+    return deltas
+
+
+def post_view(ministry: str, phase: str, fiscal_year: int, post: str, amounts: dict[str, Any]) -> dict[str, Any]:
+    """One funding kap/post's share of a cell (kap 0 post 0: money booked under no post)."""
+    kap, number = split_post_key(post)
+    return {"ministry": ministry, "phase": phase, "fiscal_year": fiscal_year, "kap": kap, "post": number,
+            **{name: amounts[name] for name in AMOUNT_FIELDS}, "disponibelt_ore": disponibelt(amounts),
+            "carry_rule": amounts.get("carry_rule")}
+
+
+def line_post_rows(line: dict[str, Any], fiscal_year: int | None = None) -> list[dict[str, Any]]:
+    """Every cell's per-post rows (of `fiscal_year` when given), ordered like `line_cells`, then by kap/post."""
+    rows = [post_view(*split_cell_key(key), post, amounts)
+            for key, cell in line["cells"].items() for post, amounts in cell_posts(cell).items()]
+    if fiscal_year is not None:
+        rows = [row for row in rows if row["fiscal_year"] == fiscal_year]
+    return sorted(rows, key=lambda r: (r["fiscal_year"], r["ministry"], r["phase"], r["kap"], r["post"]))
+
+
+def post_rollups(post_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Sums per kap/post ("kap.post" -> kap, post and the amounts) over the rows given, and per fiscal year
+    and kap/post (year -> "kap.post" -> …): a post's money in one year is never added to another year's
+    in the second."""
+    by_post: dict[str, list] = {}
+    by_year: dict[str, dict[str, list]] = {}
+    for row in post_rows:
+        key = post_key(row["kap"], row["post"])
+        by_post.setdefault(key, []).append(row)
+        by_year.setdefault(str(row["fiscal_year"]), {}).setdefault(key, []).append(row)
+
+    def sums(groups: dict[str, list]) -> dict[str, dict[str, Any]]:
+        return {key: {"kap": split_post_key(key)[0], "post": split_post_key(key)[1], **sum_amounts(rows)}
+                for key, rows in sorted(groups.items(), key=lambda item: split_post_key(item[0]))}
+
+    return {"by_post": sums(by_post),
+            "by_fiscal_year_and_post": {year: sums(groups) for year, groups in sorted(by_year.items())}}
 
 
 def lines_in(store: dict[str, Any]) -> dict[str, dict[str, Any]]:

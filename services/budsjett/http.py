@@ -34,12 +34,18 @@ def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
 
 
 def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = None,
-                  as_of: str | None = None, fiscal_year: int | None = None) -> dict[str, Any]:
-    """The HTTP view of one line: cells, totals and per-ministry / per-phase / per-year rollups.
+                  as_of: str | None = None, fiscal_year: int | None = None,
+                  post_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The HTTP view of one line: cells, totals and per-ministry / per-phase / per-year / per-kap/post rollups.
 
     With `fiscal_year`, only that year's cells and totals; without it, `totals` adds the years (what the
-    line has seen in all) and `by_fiscal_year` gives each year's own totals.
+    line has seen in all) and `by_fiscal_year` gives each year's own totals. Each cell lists its funding
+    kap/posts (`posts`, adding up to the cell); `by_post` sums them per kap/post over the document's cells and,
+    without `fiscal_year`, `by_fiscal_year_and_post` per year and kap/post. `post_rows` (core.post_view rows)
+    go with given `cells` (as of a moment); otherwise both come from the line.
     """
+    if post_rows is None:
+        post_rows = core.line_post_rows(line, fiscal_year)
     if cells is None:
         cells = core.line_cells(line, fiscal_year)
         for cell in cells:
@@ -48,6 +54,8 @@ def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = Non
                         overslagsbevilgning=stored["overslagsbevilgning"], kan_overfores=stored["kan_overfores"],
                         funding_posts=stored["funding_posts"], carry_rule=stored["carry_rule"])
     groups = core.rollups(cells)
+    _attach_posts(cells, post_rows)
+    by_post = core.post_rollups(post_rows)
     document = {
         "line_id": line["line_id"],
         "last_event_time": line.get("last_event_time"),
@@ -59,18 +67,33 @@ def line_document(line: dict[str, Any], cells: list[dict[str, Any]] | None = Non
         "totals": with_nok(core.sum_amounts(cells)),
         "cells": [with_nok(cell) for cell in cells],
         **{name: {k: with_nok(v) for k, v in groups[name].items()} for name in ROLLUPS},
+        "by_post": {k: with_nok(v) for k, v in by_post["by_post"].items()},
+        "by_fiscal_year_and_post": {year: {k: with_nok(v) for k, v in posts.items()}
+                                    for year, posts in by_post["by_fiscal_year_and_post"].items()},
         "flags": [{"ministry": c["ministry"], "phase": c["phase"], "fiscal_year": c["fiscal_year"], "flag": f}
                   for c in cells for f in core.FLAGS if c.get(f)],
     }
     if fiscal_year is not None:
         document["fiscal_year"] = fiscal_year
-        del document["by_fiscal_year"]  # one year: its totals are `totals`
+        del document["by_fiscal_year"]  # one year: its totals are `totals`, its posts' `by_post`
+        del document["by_fiscal_year_and_post"]
     if as_of is not None:
         document["as_of"] = as_of
     return document
 
 
 ROLLUPS = ("by_ministry", "by_phase", "by_fiscal_year")
+CELL_FIELDS = ("ministry", "phase", "fiscal_year")
+
+
+def _attach_posts(cells: list[dict[str, Any]], post_rows: list[dict[str, Any]]) -> None:
+    """Give each cell view its kap/post rows (without the cell's own keys), *_nok beside *_ore."""
+    by_cell: dict[tuple, list] = {}
+    for row in post_rows:
+        by_cell.setdefault(tuple(row[k] for k in CELL_FIELDS), []).append(
+            with_nok({k: v for k, v in row.items() if k not in CELL_FIELDS}))
+    for cell in cells:
+        cell["posts"] = by_cell.get(tuple(cell[k] for k in CELL_FIELDS), [])
 
 
 def unknown_line(line_id: str) -> web.Response:
@@ -149,9 +172,10 @@ class LedgerRoutes:
             document = line_document(line, fiscal_year=fiscal_year)
         else:
             cells = await self.query(self.read_model.cells_as_of, line_id, as_of, fiscal_year)
+            post_rows = await self.query(self.read_model.posts_as_of, line_id, as_of, fiscal_year)
             counts = await self.query(self.read_model.events_as_of, as_of, line_id)
             document = line_document(line_as_of(line, counts), cells=cells, as_of=core.rfc3339(as_of),
-                                     fiscal_year=fiscal_year)
+                                     fiscal_year=fiscal_year, post_rows=post_rows)
         name = download_name("linje", line_id, "celler", str(fiscal_year or ""), as_of_label(as_of))
         return represent(representation, document,
                          lambda: CsvTable(CELL_COLUMNS, cell_table(cell_rows(document, with_sum=False)), name))

@@ -2,9 +2,9 @@
 
 Derived from the ledger's state, never the other way round (written by the
 worker's sink at each checkpoint, before its Kafka transaction commits): every accepted event
-(unique event id, so a redelivery inserts nothing), its per-cell deltas (for
-`as_of` queries), the current totals per cell as snapshots (upserts), the flags,
-and the budget catalogue. `reformspor replay` can rebuild all of it.
+(unique event id, so a redelivery inserts nothing), its deltas per cell and funding kap/post
+(for `as_of` queries), the current totals per cell and per cell × kap/post as snapshots
+(upserts), the flags, and the budget catalogue. `reformspor replay` can rebuild all of it.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import BigInteger, Column, Text, event, func, inspect, select
+from sqlalchemy import BigInteger, Column, Text, and_, event, func, inspect, select
 from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
@@ -41,7 +41,8 @@ class BudsjettEvent(SQLModel, table=True):
 
 
 class BudsjettEffect(SQLModel, table=True):
-    """One event's delta on one cell; summing these up to a time gives totals as of then."""
+    """One event's delta on one cell's funding kap/post (kap 0 post 0: none named); summing these up to a time
+    gives totals as of then, per cell or per post."""
 
     __tablename__ = "budsjett_effect"
     event_id: str = Field(primary_key=True, max_length=160)
@@ -50,6 +51,8 @@ class BudsjettEffect(SQLModel, table=True):
     ministry: str = Field(max_length=8)
     phase: str = Field(max_length=20)
     fiscal_year: int
+    kap: int = 0
+    post: int = 0
     time: datetime = Field(index=True)
     bevilget_ore: int = _big()
     omdisponert_ore: int = _big()
@@ -77,6 +80,28 @@ class BudsjettCell(SQLModel, table=True):
     overslagsbevilgning: bool = False
     kan_overfores: bool = False
     funding_posts: str = ""
+    carry_rule: str | None = Field(default=None, max_length=40)
+
+
+class BudsjettCellPost(SQLModel, table=True):
+    """One funding kap/post's share of a cell (core.post_view); a cell's rows add up to its budsjett_cell row."""
+
+    __tablename__ = "budsjett_cell_post"
+    line_id: str = Field(primary_key=True, max_length=64)
+    ministry: str = Field(primary_key=True, max_length=8)
+    phase: str = Field(primary_key=True, max_length=20)
+    fiscal_year: int = Field(primary_key=True)
+    kap: int = Field(primary_key=True)  # 0 with post 0: money booked under no kap/post (core.NO_POST)
+    post: int = Field(primary_key=True)
+    bevilget_ore: int = _big()
+    omdisponert_ore: int = _big()
+    forpliktet_ore: int = _big()
+    utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
+    disponibelt_ore: int = _big()
+    overslagsbevilgning: bool = False
+    kan_overfores: bool = False
     carry_rule: str | None = Field(default=None, max_length=40)
 
 
@@ -146,7 +171,17 @@ def _cell_record(row: Any) -> dict[str, Any]:
     return {**{name: row[name] for name in core.AMOUNT_FIELDS}, "overcommitted": bool(row["overcommitted"]),
             "overspent": bool(row["overspent"]), "funding_posts": row["funding_posts"].split(),
             "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"]),
-            "carry_rule": row["carry_rule"]}
+            "carry_rule": row["carry_rule"], "posts": {}}
+
+
+POST_RECORD_COLUMNS = (*core.AMOUNT_FIELDS, "carry_rule", "overslagsbevilgning", "kan_overfores")
+
+
+def _post_record(row: Any) -> dict[str, Any]:
+    """The post_* columns of a budsjett_cell_post row (joined under a cell) as the core's per-post record."""
+    record = {name: row[f"post_{name}"] for name in POST_RECORD_COLUMNS}
+    return {**record, "overslagsbevilgning": bool(record["overslagsbevilgning"]),
+            "kan_overfores": bool(record["kan_overfores"])}
 
 
 def _column_names(model: Any) -> tuple[str, ...]:
@@ -157,9 +192,10 @@ EVENT_COLUMNS = _column_names(BudsjettEvent)
 EFFECT_COLUMNS = _column_names(BudsjettEffect)
 FLAG_COLUMNS = _column_names(BudsjettFlag)
 CELL_COLUMNS = _column_names(BudsjettCell)
+CELL_POST_COLUMNS = _column_names(BudsjettCellPost)
 LINE_COLUMNS = _column_names(BudsjettLine)
 _COLUMNS = {BudsjettEvent: EVENT_COLUMNS, BudsjettEffect: EFFECT_COLUMNS, BudsjettFlag: FLAG_COLUMNS,
-            BudsjettCell: CELL_COLUMNS, BudsjettLine: LINE_COLUMNS}
+            BudsjettCell: CELL_COLUMNS, BudsjettCellPost: CELL_POST_COLUMNS, BudsjettLine: LINE_COLUMNS}
 
 
 class Batch:
@@ -195,14 +231,11 @@ class Batch:
                      "kafka_offset": offset, "corrects_id": corrects_id, "corrected_by": None,
                      "payload": payload, "recorded_at": self.recorded_at}
         self.events.append(tuple(event_row[c] for c in EVENT_COLUMNS))
-        deltas: dict[tuple[str, str, int], dict[str, int]] = {}
-        for entry in outcome.effect:
-            if entry[0] == "cell":
-                _, ministry, phase, year, name, delta = entry
-                deltas.setdefault((ministry, phase, year), dict.fromkeys(core.AMOUNT_FIELDS, 0))[name] += delta
-        for seq, ((ministry, phase, year), amounts) in enumerate(sorted(deltas.items())):
+        deltas = core.effect_post_deltas(outcome.effect)
+        for seq, ((ministry, phase, year, post), amounts) in enumerate(sorted(deltas.items())):
+            kap, number = core.split_post_key(post)
             row = {"event_id": message.id, "seq": seq, "line_id": outcome.line_id, "ministry": ministry,
-                   "phase": phase, "fiscal_year": year, "time": time, **amounts}
+                   "phase": phase, "fiscal_year": year, "kap": kap, "post": number, "time": time, **amounts}
             self.effects.append(tuple(row[c] for c in EFFECT_COLUMNS))
         for flag in outcome.flags:
             row = {**flag, "time": time}
@@ -231,6 +264,18 @@ class Batch:
                 cell_rows.append(tuple(row[c] for c in CELL_COLUMNS))
         return line_rows, cell_rows
 
+    def post_rows(self) -> list[tuple]:
+        """The per-post rows of the lines' latest snapshots (budsjett_cell_post)."""
+        rows = []
+        for line_id, line in self.lines.items():
+            for key, cell in line["cells"].items():
+                for post, amounts in core.cell_posts(cell).items():
+                    view = core.post_view(*core.split_cell_key(key), post, amounts)
+                    row = {**view, "line_id": line_id, "overslagsbevilgning": amounts["overslagsbevilgning"],
+                           "kan_overfores": amounts["kan_overfores"]}
+                    rows.append(tuple(row[c] for c in CELL_POST_COLUMNS))
+        return rows
+
 
 class ReadModel:
     def __init__(self, url: str, sqlite_cache_mib: int | None = None):
@@ -249,7 +294,8 @@ class ReadModel:
         self._insert_sql = {
             model: self._values_sql(model, "ON CONFLICT DO NOTHING") for model in (BudsjettEvent, BudsjettEffect,
                                                                                     BudsjettFlag)}
-        for model, keys in ((BudsjettLine, ("line_id",)), (BudsjettCell, ("line_id", "ministry", "phase", "fiscal_year"))):
+        for model, keys in ((BudsjettLine, ("line_id",)), (BudsjettCell, ("line_id", "ministry", "phase", "fiscal_year")),
+                            (BudsjettCellPost, ("line_id", "ministry", "phase", "fiscal_year", "kap", "post"))):
             updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[model] if c not in keys)
             self._insert_sql[model] = self._values_sql(model, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
         mark = "%s" if self.dialect == "postgresql" else "?"
@@ -258,10 +304,12 @@ class ReadModel:
     def _refuse_an_older_layout(self) -> None:
         """Tables from before cells had a fiscal year cannot be written: say so in one line, at start."""
         present = {column["name"] for column in inspect(self.engine).get_columns(BudsjettCell.__tablename__)}
-        if not {"fiscal_year", "carry_rule"} <= present:
+        effect_columns = {column["name"] for column in inspect(self.engine).get_columns(BudsjettEffect.__tablename__)}
+        if not {"fiscal_year", "carry_rule"} <= present or not {"kap", "post"} <= effect_columns:
             raise RuntimeError(f"the budsjett read model at {self.engine.url.render_as_string()} has tables from "
-                               f"before cells had a fiscal year and year-end figures: rebuild it into a fresh database "
-                               f"(`reformspor replay --db <new url>`) or drop its budsjett_* tables")
+                               f"before cells had a fiscal year, year-end figures and amounts per kap/post: rebuild "
+                               f"it into a fresh database (`reformspor replay --db <new url>`) or drop its budsjett_* "
+                               f"tables")
 
     def _values_sql(self, model: Any, conflict: str) -> str:
         """INSERT … VALUES <rows> <conflict>: psycopg2's execute_values fills one %s with many rows."""
@@ -298,6 +346,7 @@ class ReadModel:
                                            [(by, corrected) for corrected, by in batch.corrections.items()])
             self._insert_rows(connection, BudsjettLine, line_rows)
             self._insert_rows(connection, BudsjettCell, cell_rows)
+            self._insert_rows(connection, BudsjettCellPost, batch.post_rows())
 
     # --- queries -----------------------------------------------------------------------
 
@@ -321,7 +370,7 @@ class ReadModel:
         for effect in effects:
             by_event.setdefault(effect.event_id, []).append(
                 {"ministry": effect.ministry, "phase": effect.phase, "fiscal_year": effect.fiscal_year,
-                 **{n: getattr(effect, n) for n in core.AMOUNT_FIELDS}})
+                 "kap": effect.kap, "post": effect.post, **{n: getattr(effect, n) for n in core.AMOUNT_FIELDS}})
         return [{"event_id": r.event_id, "kind": r.kind, "source_ministry": r.source_ministry,
                  "fiscal_year": r.fiscal_year, "time": core.rfc3339(_utc(r.time)), "partition": r.partition, "offset": r.kafka_offset,
                  "corrects_id": r.corrects_id, "corrected_by": r.corrected_by,
@@ -362,16 +411,38 @@ class ReadModel:
             rows = connection.execute(query).all()
         return {line: (count, _rfc3339(last)) for line, count, last in rows}
 
-    def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """Line records in the ledger core's shape (cells keyed "ministry|phase"), from the latest snapshots.
+    def posts_as_of(self, line_id: str, as_of: datetime, fiscal_year: int | None = None) -> list[dict[str, Any]]:
+        """Per-post rows (core.post_view, without carry_rule) from every delta at or before `as_of`."""
+        table = BudsjettEffect.__table__.c
+        keys = (table.fiscal_year, table.ministry, table.phase, table.kap, table.post)
+        query = (select(*keys, *[func.sum(table[n]) for n in core.AMOUNT_FIELDS])
+                 .where(table.line_id == line_id, table.time <= as_of.astimezone(timezone.utc))
+                 .group_by(*keys).order_by(*keys))
+        if fiscal_year is not None:
+            query = query.where(table.fiscal_year == fiscal_year)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [core.post_view(ministry, phase, year, core.post_key(kap, post),
+                               dict(zip(core.AMOUNT_FIELDS, (int(s or 0) for s in sums))))
+                for year, ministry, phase, kap, post, *sums in rows]
 
-        One statement (lines joined with their cells), so a line and its cells come from one commit.
+    def lines(self, line_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Line records in the ledger core's shape (cells keyed "ministry|phase", each with its posts), from the
+        latest snapshots.
+
+        One statement (lines joined with their cells and the cells' posts), so a line, its cells and their posts
+        come from one commit and the posts add up to the cells.
         """
-        line, cell = BudsjettLine.__table__.c, BudsjettCell.__table__.c
+        line, cell, post = BudsjettLine.__table__.c, BudsjettCell.__table__.c, BudsjettCellPost.__table__.c
+        post_columns = [post[name].label(f"post_{name}") for name in ("kap", "post", *POST_RECORD_COLUMNS)]
+        cell_key = ("line_id", "ministry", "phase", "fiscal_year")
+        joined = (BudsjettLine.__table__
+                  .outerjoin(BudsjettCell.__table__, line.line_id == cell.line_id)
+                  .outerjoin(BudsjettCellPost.__table__, and_(*(cell[k] == post[k] for k in cell_key))))
         query = (select(line.line_id, line.events, line.last_event_time, line.updated_at, line.closed_years,
-                        *[c for c in BudsjettCell.__table__.columns if c.name != "line_id"])
-                 .select_from(BudsjettLine.__table__.outerjoin(BudsjettCell.__table__, line.line_id == cell.line_id))
-                 .order_by(line.line_id, cell.fiscal_year, cell.ministry, cell.phase))
+                        *[c for c in BudsjettCell.__table__.columns if c.name != "line_id"], *post_columns)
+                 .select_from(joined)
+                 .order_by(line.line_id, cell.fiscal_year, cell.ministry, cell.phase, post.kap, post.post))
         if line_id is not None:
             query = query.where(line.line_id == line_id)
         with self.engine.connect() as connection:
@@ -384,8 +455,12 @@ class ReadModel:
                     **core.new_line(row["line_id"]), "events": row["events"],
                     "last_event_time": _rfc3339(row["last_event_time"]), "updated_at": _rfc3339(row["updated_at"]),
                     "closed_years": json.loads(row["closed_years"])}
-            if row["ministry"] is not None:
-                record["cells"][core.cell_key(row["ministry"], row["phase"], row["fiscal_year"])] = _cell_record(row)
+            if row["ministry"] is None:
+                continue
+            key = core.cell_key(row["ministry"], row["phase"], row["fiscal_year"])
+            cell_record = record["cells"].setdefault(key, _cell_record(row))
+            if row["post_kap"] is not None:
+                cell_record["posts"][core.post_key(row["post_kap"], row["post_post"])] = _post_record(row)
         return lines
 
     def line_count(self) -> int:
@@ -438,4 +513,5 @@ class ReadModel:
         ) for r in rows]
 
 
-_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettLine, BudsjettFlag, BudsjettCatalogueItem)
+_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettCellPost, BudsjettLine, BudsjettFlag,
+           BudsjettCatalogueItem)

@@ -25,8 +25,11 @@ year they are paid), and outstanding commitments are exactly what a carried
 amount pays for next year. The result reports the commitments the carry does
 not cover, so finance staff see what next year's own appropriation must meet.
 
-A cell funded from several posts must be closed per funding post: the rule
-depends on the post.
+A cell funded from several posts is closed per funding post, since the rule
+depends on the post: the ledger keeps each cell's figures per kap/post and calls
+`close_cell` once per post (core._closing_effect), each with that post's own
+appropriation the year before; the cell's carried and lapsed amounts are the
+sums over its posts.
 """
 from __future__ import annotations
 

@@ -122,5 +122,75 @@ def test_a_read_model_from_before_the_year_layout_is_refused_in_one_line(tmp_pat
         connection.exec_driver_sql("CREATE TABLE budsjett_cell (line_id TEXT, ministry TEXT, phase TEXT, "
                                    "PRIMARY KEY (line_id, ministry, phase))")
     engine.dispose()
-    with pytest.raises(RuntimeError, match="from before cells had a fiscal year and year-end figures: rebuild it"):
+    with pytest.raises(RuntimeError, match="from before cells had a fiscal year, year-end figures and amounts per "
+                                           "kap/post: rebuild it"):
         ReadModel(url)
+
+
+def test_a_read_model_from_before_amounts_per_kap_post_is_refused_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'year-layout.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:  # the year layout: cells with fiscal_year and carry_rule, effects without kap
+        connection.exec_driver_sql("CREATE TABLE budsjett_cell (line_id TEXT, ministry TEXT, phase TEXT, "
+                                   "fiscal_year INTEGER, carry_rule TEXT, PRIMARY KEY (line_id, ministry, phase, "
+                                   "fiscal_year))")
+        connection.exec_driver_sql("CREATE TABLE budsjett_effect (event_id TEXT, seq INTEGER, line_id TEXT, "
+                                   "ministry TEXT, phase TEXT, fiscal_year INTEGER, PRIMARY KEY (event_id, seq))")
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="amounts per kap/post: rebuild it into a fresh database"):
+        ReadModel(url)
+
+
+def _sum(rows, name):
+    return sum(row[name] for row in rows)
+
+
+def test_by_post_in_the_line_document_adds_up_to_the_totals_per_year_and_per_cell(db_url):
+    from services.budsjett.http import line_document
+    from tests.unit.test_budsjett_perpost import catalogue
+
+    events = [
+        bevilget("b1", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21, year=2025),
+        bevilget("b2", "0-24", "BFD", "utredning", "2000.00", kap=842, post=1, year=2025),
+        utbetalt("u1", "0-24", "BFD", "utredning", "300.00", kap=842, post=1, year=2025),
+        closing("c25", "0-24", "FIN", 2025),
+        bevilget("b3", "0-24", "BFD", "utredning", "500.00", kap=840, post=21),
+        bevilget("b4", "0-24", "KD", "utvikling", "700.00", kap=226, post=21),
+        omdisponert("o1", "0-24", ("BFD", "utredning"), ("BFD", "utvikling"), "1200.00"),
+    ]
+    store: dict = {}
+    model = ReadModel(db_url)
+    batch = model.new_batch()
+    for offset, message in enumerate(events):
+        outcome = core.process(store, offset, message, catalogue())
+        assert outcome.status == "applied", outcome.reasons
+        batch.add(outcome, message, 0, offset)
+    model.write(batch)
+    model.write(batch)  # idempotent: the per-post rows are upserts, the per-post deltas keyed by event
+    line = model.lines("0-24")["0-24"]
+    assert line == {**store["line:0-24"], "last_offset": core.NEVER}
+    figures = core.TOTAL_FIELDS
+    document = line_document(line)
+    for name in figures:
+        assert _sum(document["by_post"].values(), name) == document["totals"][name]
+        for year, posts in document["by_fiscal_year_and_post"].items():
+            assert _sum(posts.values(), name) == document["by_fiscal_year"][year][name]
+        for cell in document["cells"]:
+            assert _sum(cell["posts"], name) == cell[name]
+    assert document["by_fiscal_year_and_post"]["2026"]["840.21"]["overfort_inn_nok"] == "1000.00"
+    assert document["by_fiscal_year_and_post"]["2026"]["842.1"]["overfort_inn_nok"] == "100.00"  # 5 % of 2 000
+    assert document["by_fiscal_year_and_post"]["2026"]["842.1"]["bortfalt_nok"] == "1600.00"
+    one_year = line_document(line, fiscal_year=2026)
+    assert "by_fiscal_year_and_post" not in one_year
+    for name in figures:
+        assert _sum(one_year["by_post"].values(), name) == one_year["totals"][name]
+    # as of a moment, the per-post deltas give the same rollup as the snapshot
+    far_future = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    as_of = line_document(line, cells=model.cells_as_of("0-24", far_future, 2026), fiscal_year=2026,
+                          post_rows=model.posts_as_of("0-24", far_future, 2026))
+    assert as_of["by_post"] == one_year["by_post"]
+    # the audit trail names the kap/post of every delta: 1 200 taken from 840.21's 1 500 disponibelt (500 + 1 000 carried)
+    deltas = [d for e in model.events("0-24") if e["event_id"] == "o1" for d in e["deltas"]]
+    assert {(d["phase"], d["kap"], d["post"]): d["omdisponert_ore"] for d in deltas} == {
+        ("utredning", 840, 21): -120000, ("utvikling", 840, 21): 120000}
+    model.close()

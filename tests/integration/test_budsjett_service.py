@@ -135,6 +135,11 @@ def test_totals_over_http_and_metrics_with_duplicate_and_dead_letter(stack, sett
     assert status == 200 and earlier["totals"]["bevilget_ore"] == 125000000
     status, later = get_json(f"{base}/v1/lines/0-24?as_of=2026-03-01T10:45:00Z&fiscal_year=2027")
     assert status == 200 and later["totals"]["bevilget_ore"] == 300000000
+    # Per kap/post (issue 15): the served by_post adds up to the totals, live and as of a moment.
+    for document in (line, all_years, earlier, later):
+        for name in ("bevilget_ore", "forpliktet_ore", "utbetalt_ore", "disponibelt_ore"):
+            assert sum(p[name] for p in document["by_post"].values()) == document["totals"][name], name
+    assert {key: p["bevilget_nok"] for key, p in line["by_post"].items()} == {"840.70": "1750000.50"}
     for bad_year in ("26", "year", "2026.0", "1999", "٢٠٢٦"):
         request = urllib.request.Request(f"{base}/v1/lines/0-24?fiscal_year={urllib.parse.quote(bad_year)}")
         with pytest.raises(urllib.error.HTTPError) as refused:
