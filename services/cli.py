@@ -45,7 +45,7 @@ SECTIONS = (
 
 def service_command(service: str) -> click.Command:
     @click.command(service, short_help=SERVICE_HELP[service], help=SERVICE_HELP[service])
-    @click.option("--port", type=int, help="HTTP port for the API, /metrics and health")
+    @click.option("--port", type=int, metavar="PORT", help="HTTP port for the API, /metrics and health")
     @pass_options
     def run_service(options: GlobalOptions, port: int | None) -> int:
         settings = options.settings()
@@ -139,10 +139,10 @@ def build_cli() -> click.Group:
     @click.version_option(_version(), "--version", prog_name="reformspor", message="%(prog)s %(version)s")
     @click.option("--debug", is_flag=True, envvar="REFORMSPOR_DEBUG",
                   help="show the Python traceback of an error (also REFORMSPOR_DEBUG=1)")
-    @click.option("--home", help="state, logs and pid files, one per user (default: $REFORMSPOR_HOME, "
+    @click.option("--home", metavar="DIR", help="state, logs and pid files, one per user (default: $REFORMSPOR_HOME, "
                                  "else $XDG_DATA_HOME/reformspor, i.e. ~/.local/share/reformspor)")
-    @click.option("--kafka", help="Kafka bootstrap server host:port (default 127.0.0.1:9092)")
-    @click.option("--prefix", help="topic name prefix (default 'reformspor.')")
+    @click.option("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server host:port (default 127.0.0.1:9092)")
+    @click.option("--prefix", metavar="PREFIX", help="topic name prefix (default 'reformspor.')")
     @pass_options
     def cli(options: GlobalOptions, debug: bool, home: str | None, kafka: str | None, prefix: str | None) -> None:
         options.debug, options.home, options.kafka, options.prefix = debug, home, kafka, prefix
@@ -191,7 +191,7 @@ def describe_error(error: BaseException) -> tuple[str, int]:
 def usage_line(error: click.UsageError) -> str:
     """click's usage error as one line, with where to read more."""
     where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
-    return f"{error.format_message()}{where}"
+    return " ".join(error.format_message().splitlines()) + where
 
 
 def run_handler(command: Callable[[], int | None], options: GlobalOptions) -> int:
@@ -214,6 +214,9 @@ def run_handler(command: Callable[[], int | None], options: GlobalOptions) -> in
         return error.exit_code
     except click.UsageError as error:
         print(f"error: {usage_line(error)}", file=sys.stderr)
+        return error.exit_code
+    except click.ClickException as error:  # click's other errors (a file option it could not open, …)
+        print(f"error: {' '.join(error.format_message().splitlines())}", file=sys.stderr)
         return error.exit_code
     except Exception as error:
         if options.debug:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import click
+from rich.table import Table
 
 from services.shared.clikit import GlobalOptions, HelpGroup, Parsed, console_on, data_table, pass_options, table_text
 from services.shared.http_client import get_json
@@ -104,7 +105,7 @@ def cell_table(rows: list[CellRow]) -> list[tuple[Cell, ...]]:
             for r in rows]
 
 
-def status_table(rows: list[CellRow], terminal: bool = False):
+def status_table(rows: list[CellRow], terminal: bool = False) -> Table:
     """The rows as a table, NOK with Norwegian thousands spacing and decimal comma (rich draws it)."""
     cells = [(r.line_id, r.year_label, r.ministry, r.phase, *(format_ore_readable(a) for a in r.amounts_ore()),
               ", ".join(r.flags) or "-") for r in rows]
@@ -192,7 +193,7 @@ AS_OF = Parsed(as_of_timestamp, "DATE")
                help="Per line, ministry (departement) and phase (fase): bevilget, omdisponert, forpliktet, utbetalt "
                     "and disponibelt in NOK, with over-commitment/overspending remarks, and a sum row per line that "
                     "the rows add up to. Reads budsjett's GET /v1/lines and /v1/lines/{id}.")
-@click.option("--line", help="only this line id, e.g. 0-24")
+@click.option("--line", metavar="ID", help="only this line id, e.g. 0-24")
 @click.option("--year", type=FISCAL_YEAR,
               help="only this fiscal year (budsjettår), e.g. 2026 (default: every year, each on its own rows)")
 @click.option("--as-of", type=AS_OF, help="the figures as they stood at the end of DATE (2026-06-30, Norwegian time) "
@@ -277,8 +278,8 @@ def export_table(what: str, base_url: str, line_id: str | None,
 @click.argument("what", type=click.Choice(["lines", "cells", "events"]))
 @click.option("--format", "file_format", type=click.Choice(["csv", "xlsx"]),
               help="default: from --output's name, else csv")
-@click.option("--output", "-o", help="file to write (default: CSV on stdout)")
-@click.option("--line", help="only this line id")
+@click.option("--output", "-o", metavar="FILE", help="file to write (default: CSV on stdout)")
+@click.option("--line", metavar="ID", help="only this line id")
 @click.option("--as-of", type=AS_OF, help="as the books stood at the end of DATE (Norwegian time) or at a timestamp")
 @pass_options
 def export(options: GlobalOptions, what: str, file_format: str | None, output: str | None, line: str | None,
@@ -312,10 +313,10 @@ def catalogue() -> None:
                         "named by their spreadsheet row number.\n\nFILE is gul_bok_<year>_datagrunnlag.xlsx or a "
                         "CSV with the same columns.")
 @click.argument("file")
-@click.option("--year", type=int, default=None,
+@click.option("--year", type=int, default=None, metavar="YYYY",
               help="fiscal year of the file (default: the one year its name states; a name that starts with a "
                    "publication date such as 20241002_ needs --year)")
-@click.option("--db-url", help="read model URL (default: budsjett's configured database)")
+@click.option("--db-url", metavar="URL", help="read model URL (default: budsjett's configured database)")
 @pass_options
 def catalogue_import(options: GlobalOptions, file: str, year: int | None, db_url: str | None) -> int:
     from services.budsjett.catalogue import import_catalogue
@@ -342,8 +343,8 @@ def catalogue_import(options: GlobalOptions, file: str, year: int | None, db_url
                help="Read the budget topic from offset 0, apply every event with the same rules as the live worker "
                     "into a fresh read model, and print the final totals. Partitions are replayed in parallel "
                     "processes.")
-@click.option("--db-url", help="target read model (default: a new SQLite file under --home)")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--db-url", metavar="URL", help="target read model (default: a new SQLite file under --home)")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="processes, one partition each at a time (default: min(partitions, CPUs); 1 = in-process)")
 @pass_options
 def replay(options: GlobalOptions, db_url: str | None, workers: int | None) -> int:

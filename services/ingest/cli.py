@@ -34,7 +34,7 @@ def tokens() -> None:
                      "ministry's Kafka user (SCRAM) that may write only its own topic <prefix>inbound.<CODE>; "
                      "stdout is then exactly the client properties for `kcat -F`. Either lets that ministry "
                      "publish only its own money and milestones.")
-@click.option("--ministry", required=True, help="ministry short code, e.g. BFD")
+@click.option("--ministry", required=True, metavar="CODE", help="ministry short code, e.g. BFD")
 @click.option("--name", default="", help="a note: which system uses it")
 @click.option("--kind", type=click.Choice(["http", "kafka"]), default="http", show_default=True,
               help="http: bearer token for POST /v1/events; kafka: the ministry's SCRAM user (kcat -F properties)")
@@ -103,9 +103,10 @@ def tokens_revoke(options: GlobalOptions, credential_id: int) -> int:
                     "nothing could be sent.\n\nFILE is .ndjson/.jsonl, .json, .csv or .xlsx; '-' for stdin as "
                     "NDJSON/JSON.")
 @click.argument("file")
-@click.option("--url", help="ingest base URL (default: this stack's ingest)")
-@click.option("--token", help="bearer token (default: $REFORMSPOR_TOKEN, or the file $REFORMSPOR_TOKEN_FILE)")
-@click.option("--token-file", help="read the bearer token from this file (keeps it out of `ps`)")
+@click.option("--url", metavar="URL", help="ingest base URL (default: this stack's ingest)")
+@click.option("--token", metavar="TOKEN",
+              help="bearer token (default: $REFORMSPOR_TOKEN, or the file $REFORMSPOR_TOKEN_FILE)")
+@click.option("--token-file", metavar="FILE", help="read the bearer token from this file (keeps it out of `ps`)")
 @click.option("--atomic", is_flag=True, help="all or nothing, per request (at most 500 events)")
 @click.option("--format", "file_format", type=click.Choice(FORMATS), help="override detection by file name and content")
 @pass_options

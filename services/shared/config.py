@@ -135,7 +135,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **other_sources: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+                                   **other_sources: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource]:
         # `Settings(...)` is exactly its arguments and the defaults; the environment is read by from_env alone.
         return (init_settings,)
 

@@ -514,7 +514,7 @@ def grafana() -> None:
 @grafana.command("build", short_help="regenerate deploy/grafana/dashboards/*.json from code",
                  help="Render the dashboards from code (Grafana's foundation SDK) into JSON files that Grafana's "
                       "provisioning loads.")
-@click.option("--out", help=f"output folder (default {DASHBOARD_DIR})")
+@click.option("--out", metavar="DIR", help=f"output folder (default {DASHBOARD_DIR})")
 def build_command(out: str | None) -> int:
     for path in build(Path(out) if out else DASHBOARD_DIR):
         print(path)
@@ -524,10 +524,10 @@ def build_command(out: str | None) -> int:
 @grafana.command("push", short_help="publish the dashboards (and missing datasources) to Grafana over its HTTP API",
                  help="Idempotent: dashboards keep their uid and are overwritten; datasources are created only if "
                       "missing.")
-@click.option("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
-@click.option("--token", help="service account token (Editor or Admin); prefer --token-file or "
+@click.option("--url", required=True, metavar="URL", help="Grafana base URL, e.g. http://127.0.0.1:3000")
+@click.option("--token", metavar="TOKEN", help="service account token (Editor or Admin); prefer --token-file or "
                               "$REFORMSPOR_GRAFANA_TOKEN, which stay out of `ps` and shell history")
-@click.option("--token-file", help="read the token from this file (or $REFORMSPOR_GRAFANA_TOKEN_FILE)")
+@click.option("--token-file", metavar="FILE", help="read the token from this file (or $REFORMSPOR_GRAFANA_TOKEN_FILE)")
 @click.option("--prometheus-url", default="http://127.0.0.1:9090", show_default=True,
               help="Prometheus URL as Grafana sees it")
 @click.option("--postgres-host", default="127.0.0.1:5432", show_default=True,
@@ -536,9 +536,10 @@ def build_command(out: str | None) -> int:
 @click.option("--postgres-user", default="grafana_reader", show_default=True, help="a read-only role is enough")
 @click.option("--postgres-password", default=None,
               help="prefer --postgres-password-file or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
-@click.option("--postgres-password-file",
+@click.option("--postgres-password-file", metavar="FILE",
               help="read the password from this file (or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD_FILE)")
-@click.option("--timeout-s", type=float, default=10.0, show_default=True, help="seconds per request to Grafana")
+@click.option("--timeout-s", type=float, metavar="SECONDS", default=10.0, show_default=True,
+              help="seconds per request to Grafana")
 def push_command(url: str, token: str | None, token_file: str | None, prometheus_url: str, postgres_host: str,
                  postgres_db: str, postgres_user: str, postgres_password: str | None,
                  postgres_password_file: str | None, timeout_s: float) -> int:
