@@ -6,21 +6,21 @@ one place where errors become a single line on stderr and an exit code
 (`run_handler`): commands raise `UserError` for bad input, and anything else
 is shown as one line too, with the traceback only under `--debug`.
 
-The CLI stays on argparse: every command is already built on it, and the
-extension modules register through it.
+Built on click (commands, options, usage errors, --help) with rich for tables
+and progress; services/shared/clikit.py holds what the commands share.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
 import os
 import sys
 import traceback
-from dataclasses import replace
-from pathlib import Path
+from typing import Callable
 
-from services.shared.config import Settings
+import click
+
+from services.shared.clikit import GlobalOptions, HelpGroup, pass_options
 from services.shared.usererror import UserError
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
@@ -31,124 +31,124 @@ SERVICE_HELP = {
     "budsjett": "run the budsjett service (shared budget lines, tiltak 1.7) in the foreground",
     "milepael": "run the milepael service (staged reforms and gates, tiltak 1.8) in the foreground",
 }
-# Modules that add subcommands of their own: each has register(subparsers).
+# Modules that add subcommands of their own: each has register(group).
 EXTENSION_MODULES = ("services.ingest.cli", "services.budsjett.cli", "services.milepael.cli", "services.shared.grafana")
+# How `reformspor --help` groups the commands.
+SECTIONS = (
+    ("Local stack", ("up", "down", "demo", "kafka")),
+    ("Publish events", ("tokens", "publish")),
+    ("Budget lines and reforms", ("status", "export", "reformer", "catalogue", "replay")),
+    ("Dashboards", ("grafana",)),
+    ("Run one service in the foreground", tuple(SERVICE_HELP)),
+)
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        home=Path(args.home).resolve() if getattr(args, "home", None) else None,
-        kafka_bootstrap=getattr(args, "kafka", None),
-        topic_prefix=getattr(args, "prefix", None),
-    )
+def service_command(service: str) -> click.Command:
+    @click.command(service, short_help=SERVICE_HELP[service], help=SERVICE_HELP[service])
+    @click.option("--port", type=int, metavar="PORT", help="HTTP port for the API, /metrics and health")
+    @pass_options
+    def run_service(options: GlobalOptions, port: int | None) -> int:
+        settings = options.settings()
+        if port:
+            settings = settings.model_copy(update={f"{service}_port": port})
+        importlib.import_module(f"services.{service}.app").main(settings)
+        return 0
+
+    return run_service
 
 
-def _run_service(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    if args.port:
-        settings = replace(settings, **{f"{args.command}_port": args.port})
-    module = importlib.import_module(f"services.{args.command}.app")
-    module.main(settings)
-    return 0
-
-
-def _up(args: argparse.Namespace) -> int:
+@click.command(short_help="start Kafka and the services in the background",
+               help="Fetch Kafka if needed, start a local KRaft broker, create topics, start services.")
+@click.option("--services", "services", multiple=True, type=click.Choice(list(SERVICE_HELP)),
+              default=tuple(SERVICE_HELP), show_default=True,
+              help="a service to start; repeat for several (default: all three)")
+@click.option("--tls", is_flag=True,
+              help="run the broker with SASL_SSL (a CA and broker certificate made by the JDK's keytool under "
+                   "the stack's home; every client verifies it) instead of SASL_PLAINTEXT on loopback")
+@pass_options
+def up(options: GlobalOptions, services: tuple[str, ...], tls: bool) -> int:
     from services.localstack.stack import LocalStack
 
-    settings = settings_from_args(args)
-    if args.tls:
-        settings = replace(settings, kafka_security_protocol="SASL_SSL")
+    settings = options.settings()
+    if tls:
+        settings = settings.model_copy(update={"kafka_security_protocol": "SASL_SSL"})
     stack = LocalStack(settings)
-    stack.up(tuple(args.services))
+    stack.up(services)
     print("\nReformspor is running:")
-    for service in args.services:
+    for service in services:
         print(f"  {service:9s} {stack.settings.service_url(service)}  (logs: {stack.log_path(service)})")
     print(f"  kafka     {stack.settings.kafka_bootstrap}")
     print("Stop everything with: reformspor down")
     return 0
 
 
-def _down(args: argparse.Namespace) -> int:
+@click.command(short_help="stop everything `up` or `demo` started (by pid)",
+               help="Stop the services and the Kafka broker that `reformspor up` or `demo` started "
+                    "for this stack home, each by the pid recorded under <home>/run. "
+                    "Works from any folder; processes it did not start are never touched.")
+@pass_options
+def down(options: GlobalOptions) -> int:
     from services.localstack.stack import LocalStack
 
-    LocalStack(settings_from_args(args)).down()
+    LocalStack(options.settings()).down()
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+@click.command(short_help="start the stack, publish a realistic scenario, print the totals",
+               help="Start the local stack, publish a shared budget line funded by three ministries "
+                    "(with a duplicate and an invalid event) and a staged reform, then print a summary.")
+@click.option("--stop", is_flag=True, help="stop the stack after the summary (default: leave it running)")
+@pass_options
+def demo(options: GlobalOptions, stop: bool) -> int:
     from services.localstack.demo import run_demo
 
-    return run_demo(settings_from_args(args), keep_running=not args.stop)
+    return run_demo(options.settings(), keep_running=not stop)
 
 
-def _kafka(args: argparse.Namespace) -> int:
+@click.command(short_help="the local Kafka broker: fetch, start, stop, topics",
+               help="The single-node KRaft broker of the local stack (jars cached under ~/.cache/reformspor), "
+                    "and the topics the services need.\n\nACTION is fetch (download jars into the cache), "
+                    "start or stop (the broker), or topics (create missing topics).")
+@click.argument("action", type=click.Choice(["fetch", "start", "stop", "topics"]))
+@pass_options
+def kafka(options: GlobalOptions, action: str) -> int:
     from services.localstack import kafka_local
     from services.localstack.stack import LocalStack, require_kafka
     from services.shared.topics import ensure_topics
 
-    settings = settings_from_args(args)
-    if args.action == "fetch":
+    settings = options.settings()
+    if action == "fetch":
         print(kafka_local.fetch())
-    elif args.action == "start":
+    elif action == "start":
         LocalStack(settings).start_kafka()
         print(f"Kafka {kafka_local.KAFKA_VERSION} running on {settings.kafka_bootstrap}; topics ready")
-    elif args.action == "stop":
+    elif action == "stop":
         print("stopped" if LocalStack(settings).kafka.stop() else "not running")
-    elif args.action == "topics":
+    elif action == "topics":
         require_kafka(settings)
         created = ensure_topics(settings)
         print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reformspor",
-        description="Reformspor: shared cross-ministry budget lines (tiltak 1.7) and staged reforms (tiltak 1.8), on Kafka.",
-        epilog="Settings come from REFORMSPOR_* environment variables; see README.md.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    debug_from_env = os.environ.get("REFORMSPOR_DEBUG", "").lower() in ("1", "true", "yes")
-    parser.add_argument("--debug", action="store_true", default=debug_from_env,
-                        help="show the Python traceback of an error (also REFORMSPOR_DEBUG=1)")
-    parser.add_argument("--home", help="state, logs and pid files, one per user (default: $REFORMSPOR_HOME, "
-                                       "else $XDG_DATA_HOME/reformspor, i.e. ~/.local/share/reformspor)")
-    parser.add_argument("--kafka", help="Kafka bootstrap server host:port (default 127.0.0.1:9092)")
-    parser.add_argument("--prefix", help="topic name prefix (default 'reformspor.')")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def build_cli() -> click.Group:
+    @click.group(cls=HelpGroup, sections=SECTIONS, context_settings={"max_content_width": 120},
+                 help="Reformspor: shared cross-ministry budget lines (tiltak 1.7) and staged reforms "
+                      "(tiltak 1.8), on Kafka.",
+                 epilog="Settings come from REFORMSPOR_* environment variables; see README.md.")
+    @click.version_option(_version(), "--version", prog_name="reformspor", message="%(prog)s %(version)s")
+    @click.option("--debug", is_flag=True, envvar="REFORMSPOR_DEBUG",
+                  help="show the Python traceback of an error (also REFORMSPOR_DEBUG=1)")
+    @click.option("--home", metavar="DIR", help="state, logs and pid files, one per user (default: $REFORMSPOR_HOME, "
+                                 "else $XDG_DATA_HOME/reformspor, i.e. ~/.local/share/reformspor)")
+    @click.option("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server host:port (default 127.0.0.1:9092)")
+    @click.option("--prefix", metavar="PREFIX", help="topic name prefix (default 'reformspor.')")
+    @pass_options
+    def cli(options: GlobalOptions, debug: bool, home: str | None, kafka: str | None, prefix: str | None) -> None:
+        options.debug, options.home, options.kafka, options.prefix = debug, home, kafka, prefix
 
-    for service, help_text in SERVICE_HELP.items():
-        service_parser = sub.add_parser(service, help=help_text, description=help_text)
-        service_parser.add_argument("--port", type=int, help="HTTP port for the API, /metrics and health")
-        service_parser.set_defaults(handler=_run_service)
-
-    up = sub.add_parser("up", help="start Kafka and the services in the background",
-                        description="Fetch Kafka if needed, start a local KRaft broker, create topics, start services.")
-    up.add_argument("--services", nargs="+", default=["ingest", "budsjett", "milepael"], choices=list(SERVICE_HELP))
-    up.add_argument("--tls", action="store_true",
-                    help="run the broker with SASL_SSL (a CA and broker certificate made by the JDK's keytool under "
-                         "the stack's home; every client verifies it) instead of SASL_PLAINTEXT on loopback")
-    up.set_defaults(handler=_up)
-
-    down = sub.add_parser("down", help="stop everything `up` or `demo` started (by pid)",
-                          description="Stop the services and the Kafka broker that `reformspor up` or `demo` started "
-                                      "for this stack home, each by the pid recorded under <home>/run. "
-                                      "Works from any folder; processes it did not start are never touched.")
-    down.set_defaults(handler=_down)
-
-    demo = sub.add_parser("demo", help="start the stack, publish a realistic scenario, print the totals",
-                          description="Start the local stack, publish a shared budget line funded by three ministries "
-                                      "(with a duplicate and an invalid event) and a staged reform, then print a summary.")
-    demo.add_argument("--stop", action="store_true", help="stop the stack after the summary (default: leave it running)")
-    demo.set_defaults(handler=_demo)
-
-    kafka = sub.add_parser("kafka", help="the local Kafka broker: fetch, start, stop, topics",
-                           description="The single-node KRaft broker of the local stack (jars cached under "
-                                       "~/.cache/reformspor), and the topics the services need.")
-    kafka.add_argument("action", choices=["fetch", "start", "stop", "topics"],
-                       help="fetch: download jars into the cache; start/stop the broker; topics: create missing topics")
-    kafka.set_defaults(handler=_kafka)
-
+    for command in (*map(service_command, SERVICE_HELP), up, down, demo, kafka):
+        cli.add_command(command)
     for module_name in EXTENSION_MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         register = getattr(module, "register", None)
         if register is not None:
-            register(sub, settings_from_args)
-    return parser
+            register(cli)
+    return cli
 
 
 def _version() -> str:
@@ -188,10 +188,16 @@ def describe_error(error: BaseException) -> tuple[str, int]:
     return f"{what.splitlines()[0]} (run with --debug for the traceback)", 1
 
 
-def run_handler(args: argparse.Namespace) -> int:
+def usage_line(error: click.UsageError) -> str:
+    """click's usage error as one line, with where to read more."""
+    where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
+    return " ".join(error.format_message().splitlines()) + where
+
+
+def run_handler(command: Callable[[], int | None], options: GlobalOptions) -> int:
     """Run the command; every error ends here as one line on stderr and a non-zero exit code."""
     try:
-        code = args.handler(args) or 0
+        code = command() or 0
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -200,21 +206,41 @@ def run_handler(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):  # click turns Ctrl-C into Abort
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as error:  # `reformspor` alone: the help, as an error
+        print(error.format_message(), file=sys.stderr)
+        return error.exit_code
+    except click.UsageError as error:
+        print(f"error: {usage_line(error)}", file=sys.stderr)
+        return error.exit_code
+    except click.ClickException as error:  # click's other errors (a file option it could not open, …)
+        print(f"error: {' '.join(error.format_message().splitlines())}", file=sys.stderr)
+        return error.exit_code
     except Exception as error:
-        if args.debug:
+        if options.debug:
             traceback.print_exc()
         message, code = describe_error(error)
         print(f"error: {message}", file=sys.stderr)
         return code
 
 
+def invoke(cli: click.Group, argv: list[str], options: GlobalOptions) -> int | None:
+    """Parse and run, leaving every exception to run_handler (click's own main would turn a closed pipe into 1)."""
+    try:
+        with cli.make_context("reformspor", argv, obj=options) as ctx:
+            return cli.invoke(ctx)
+    except click.exceptions.Exit as done:  # --help, --version
+        return done.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_handler(args)
+    """`reformspor ARGS` → the exit code (0 for --help and --version too)."""
+    options = GlobalOptions()  # filled in by the group; read here when an error needs --debug
+    cli = build_cli()
+    args = sys.argv[1:] if argv is None else list(argv)
+    return run_handler(lambda: invoke(cli, args, options), options)
 
 
 if __name__ == "__main__":

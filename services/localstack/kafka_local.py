@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.localstack.kafka_tls import ensure_broker_tls
@@ -154,8 +154,9 @@ class LocalKafka:
 
     def client_settings(self, settings: Settings) -> Settings:
         """`settings` pointed at this broker: its address, protocol, CA and credentials directory."""
-        return replace(settings, kafka_bootstrap=self.bootstrap, kafka_security_protocol=self.security_protocol,
-                       kafka_ca_file=str(self.ca_file or ""), kafka_secrets_dir=str(self.credentials_dir))
+        return settings.model_copy(update=dict(
+            kafka_bootstrap=self.bootstrap, kafka_security_protocol=self.security_protocol,
+            kafka_ca_file=str(self.ca_file or ""), kafka_secrets_dir=str(self.credentials_dir)))
 
     def _write_config(self) -> Path:
         common = [

@@ -7,7 +7,6 @@ recorded by pid under <home>/run and stopped by that pid.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from services.shared.config import Settings
@@ -75,7 +74,7 @@ class LocalStack:
         running = self.pid_file(name).running_pid()
         if running:
             return running
-        settings = replace(self.settings, **{f"{service}_port": port}) if port else self.settings
+        settings = self.settings.model_copy(update={f"{service}_port": port}) if port else self.settings
         if port_open(settings.port(service)):
             # A worker just stopped (or killed) may still hold its port for a moment.
             try:

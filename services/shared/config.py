@@ -2,13 +2,24 @@
 
 Every service and command takes its settings from `Settings.from_env()`; the
 CLI's flags only override these. Variables are named REFORMSPOR_<FIELD>.
+pydantic-settings reads and validates them (it replaced a hand-written loop
+that let `REFORMSPOR_INGEST_PORT=abc` end in a ValueError traceback): a bad
+value is a `SettingsError`, one line naming the variable and what it expects.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from services.shared.usererror import UserError
+
+ENV_PREFIX = "REFORMSPOR_"
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -85,15 +96,22 @@ class Topics:
         return {self.milepael_ticks}
 
 
-@dataclass(frozen=True)
-class Settings:
+class SettingsError(UserError):
+    """A REFORMSPOR_* variable (or an override) that does not fit its setting: one line, exit code 2."""
+
+
+class Settings(BaseSettings):
+    """Immutable; derive a variant with `settings.model_copy(update={...})`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "reformspor."
-    partitions: int = 4
-    home: Path = field(default_factory=default_home)
-    ingest_port: int = 8180
-    budsjett_port: int = 8181
-    milepael_port: int = 8182
+    partitions: int = Field(4, ge=1)
+    home: Path = Field(default_factory=default_home)
+    ingest_port: Port = 8180
+    budsjett_port: Port = 8181
+    milepael_port: Port = 8182
     # Loopback by default; a container or a host behind a proxy sets 0.0.0.0.
     web_bind: str = "127.0.0.1"
     # Each service owns its read model: no database is shared between services.
@@ -108,12 +126,18 @@ class Settings:
     kafka_ca_file: str = ""  # PEM CA that signed the broker's certificate (SASL_SSL); empty: system store
     # Production: this process's own principal, from the environment (or a 0600 file).
     kafka_username: str = ""
-    kafka_password: str = field(default="", repr=False)
+    kafka_password: str = Field("", repr=False)
     kafka_password_file: str = ""
     # Local stack: one 0600 file per principal here; empty means <home>/secrets/kafka.
     kafka_secrets_dir: str = ""
     # The ACL matrix (a table in deploy/kafka/); empty means the repository's deploy/kafka/acls.csv.
     kafka_acl_file: str = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **other_sources: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource]:
+        # `Settings(...)` is exactly its arguments and the defaults; the environment is read by from_env alone.
+        return (init_settings,)
 
     @property
     def topics(self) -> Topics:
@@ -130,22 +154,29 @@ class Settings:
         return f"http://127.0.0.1:{self.port(service)}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        environ = os.environ if environ is None else environ
-        values = {}
-        for spec in fields(cls):
-            raw = environ.get(f"REFORMSPOR_{spec.name.upper()}")
-            if spec.name == "home":
-                values[spec.name] = default_home(environ)
-            elif raw is None:
-                continue
-            elif spec.type in ("int", int):
-                values[spec.name] = int(raw)
-            else:
-                values[spec.name] = raw
-        settings = cls(**values)
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """REFORMSPOR_* from `environ` (default: this process's environment); overrides that are not None win."""
+        source = EnvSettingsSource(cls, case_sensitive=False)
+        if environ is not None:  # names lower-cased, as the source keeps the process's environment
+            source.env_vars = {name.lower(): value for name, value in environ.items()}
+        from_environment = source()
+        given = {name: value for name, value in overrides.items() if value is not None}
+        values = {**from_environment, "home": default_home(environ), **given}
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise SettingsError(describe_invalid(error, set(from_environment) - set(given))) from None
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process see these same settings."""
-        return {f"REFORMSPOR_{spec.name.upper()}": str(getattr(self, spec.name)) for spec in fields(self)}
+        return {f"{ENV_PREFIX}{name.upper()}": str(getattr(self, name)) for name in type(self).model_fields}
+
+
+def describe_invalid(error: ValidationError, from_environment: set[str]) -> str:
+    """The first bad setting as one line: where it came from, what it was, what is expected."""
+    problem = error.errors(include_url=False)[0]
+    name = str(problem["loc"][0]) if problem["loc"] else ""
+    where = f"{ENV_PREFIX}{name.upper()}" if name in from_environment else name or "settings"
+    expected = problem["msg"][0].lower() + problem["msg"][1:]
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}={problem.get('input')!r} is not valid: {expected}{more}"

@@ -12,12 +12,13 @@ the operations dashboard speaks English like the rest of the code.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import click
 
 from grafana_foundation_sdk.builders import bargauge, dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -26,6 +27,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 from grafana_foundation_sdk.models.common import BigValueGraphMode, BigValueColorMode
+
+from services.shared.clikit import HelpGroup
 
 # Fixed datasource uids: provisioning files, push and every panel agree on them.
 PROMETHEUS_UID = "reformspor-prometheus"
@@ -501,25 +504,56 @@ def push(api, dashboards: dict[str, dict], datasources: list[dict]) -> PushRepor
 
 # --- CLI --------------------------------------------------------------------------
 
-def _build_command(args: argparse.Namespace) -> int:
-    for path in build(Path(args.out) if args.out else DASHBOARD_DIR):
+@click.group(cls=HelpGroup, short_help="Grafana dashboards: build the JSON, or push them to a running Grafana",
+             help="The four dashboards are code: `build` writes their JSON, `push` publishes them to a running "
+                  "Grafana over its HTTP API.")
+def grafana() -> None:
+    pass
+
+
+@grafana.command("build", short_help="regenerate deploy/grafana/dashboards/*.json from code",
+                 help="Render the dashboards from code (Grafana's foundation SDK) into JSON files that Grafana's "
+                      "provisioning loads.")
+@click.option("--out", metavar="DIR", help=f"output folder (default {DASHBOARD_DIR})")
+def build_command(out: str | None) -> int:
+    for path in build(Path(out) if out else DASHBOARD_DIR):
         print(path)
     return 0
 
 
-def _push_command(args: argparse.Namespace) -> int:
+@grafana.command("push", short_help="publish the dashboards (and missing datasources) to Grafana over its HTTP API",
+                 help="Idempotent: dashboards keep their uid and are overwritten; datasources are created only if "
+                      "missing.")
+@click.option("--url", required=True, metavar="URL", help="Grafana base URL, e.g. http://127.0.0.1:3000")
+@click.option("--token", metavar="TOKEN", help="service account token (Editor or Admin); prefer --token-file or "
+                              "$REFORMSPOR_GRAFANA_TOKEN, which stay out of `ps` and shell history")
+@click.option("--token-file", metavar="FILE", help="read the token from this file (or $REFORMSPOR_GRAFANA_TOKEN_FILE)")
+@click.option("--prometheus-url", default="http://127.0.0.1:9090", show_default=True,
+              help="Prometheus URL as Grafana sees it")
+@click.option("--postgres-host", default="127.0.0.1:5432", show_default=True,
+              help="PostgreSQL host:port of budsjett's read model")
+@click.option("--postgres-db", default="reformspor_budsjett", show_default=True, help="budsjett's database")
+@click.option("--postgres-user", default="grafana_reader", show_default=True, help="a read-only role is enough")
+@click.option("--postgres-password", default=None,
+              help="prefer --postgres-password-file or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
+@click.option("--postgres-password-file", metavar="FILE",
+              help="read the password from this file (or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD_FILE)")
+@click.option("--timeout-s", type=float, metavar="SECONDS", default=10.0, show_default=True,
+              help="seconds per request to Grafana")
+def push_command(url: str, token: str | None, token_file: str | None, prometheus_url: str, postgres_host: str,
+                 postgres_db: str, postgres_user: str, postgres_password: str | None,
+                 postgres_password_file: str | None, timeout_s: float) -> int:
     from grafana_client import GrafanaApi
 
     from services.shared.secretinput import secret_from
     from services.shared.usererror import UserError
 
-    token = secret_from(args.token, args.token_file, "REFORMSPOR_GRAFANA_TOKEN")
+    token = secret_from(token, token_file, "REFORMSPOR_GRAFANA_TOKEN")
     if not token:
         raise UserError("give the Grafana token with --token-file, REFORMSPOR_GRAFANA_TOKEN(_FILE) or --token")
-    password = secret_from(args.postgres_password, args.postgres_password_file, "REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
-    api = GrafanaApi.from_url(args.url, credential=token, timeout=args.timeout_s)
-    datasources = datasource_models(args.prometheus_url, args.postgres_host, args.postgres_db, args.postgres_user,
-                                    password or "")
+    password = secret_from(postgres_password, postgres_password_file, "REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
+    api = GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
+    datasources = datasource_models(prometheus_url, postgres_host, postgres_db, postgres_user, password or "")
     report = push(api, render(), datasources)
     print(f"datasources created: {', '.join(report.datasources_created) or 'none'}; "
           f"already present: {', '.join(report.datasources_present) or 'none'}")
@@ -527,32 +561,5 @@ def _push_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers, settings_from_args) -> None:
-    grafana = subparsers.add_parser("grafana", help="Grafana dashboards: build the JSON, or push them to a running Grafana",
-                                    description="The four dashboards are code: `build` writes their JSON, `push` "
-                                                "publishes them to a running Grafana over its HTTP API.")
-    actions = grafana.add_subparsers(dest="grafana_command", metavar="ACTION", required=True)
-
-    build_parser = actions.add_parser("build", help="regenerate deploy/grafana/dashboards/*.json from code",
-                                      description="Render the dashboards from code (Grafana's foundation SDK) "
-                                                  "into JSON files that Grafana's provisioning loads.")
-    build_parser.add_argument("--out", help=f"output folder (default {DASHBOARD_DIR})")
-    build_parser.set_defaults(handler=_build_command)
-
-    push_parser = actions.add_parser(
-        "push", help="publish the dashboards (and missing datasources) to Grafana over its HTTP API",
-        description="Idempotent: dashboards keep their uid and are overwritten; datasources are created only if missing.")
-    push_parser.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
-    push_parser.add_argument("--token", help="service account token (Editor or Admin); prefer --token-file or "
-                                             "$REFORMSPOR_GRAFANA_TOKEN, which stay out of `ps` and shell history")
-    push_parser.add_argument("--token-file", help="read the token from this file (or $REFORMSPOR_GRAFANA_TOKEN_FILE)")
-    push_parser.add_argument("--prometheus-url", default="http://127.0.0.1:9090", help="Prometheus URL as Grafana sees it")
-    push_parser.add_argument("--postgres-host", default="127.0.0.1:5432", help="PostgreSQL host:port of budsjett's read model")
-    push_parser.add_argument("--postgres-db", default="reformspor_budsjett")
-    push_parser.add_argument("--postgres-user", default="grafana_reader", help="a read-only role is enough")
-    push_parser.add_argument("--postgres-password", default=None,
-                             help="prefer --postgres-password-file or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD")
-    push_parser.add_argument("--postgres-password-file",
-                             help="read the password from this file (or $REFORMSPOR_GRAFANA_POSTGRES_PASSWORD_FILE)")
-    push_parser.add_argument("--timeout-s", type=float, default=10.0)
-    push_parser.set_defaults(handler=_push_command)
+def register(cli: click.Group) -> None:
+    cli.add_command(grafana)

@@ -16,7 +16,6 @@ import random
 import threading
 import time
 import urllib.request
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -275,8 +274,8 @@ def totals_topic_snapshots(settings) -> dict[str, dict]:
 @pytest.mark.timeout(330)
 def test_twenty_kill_9_and_a_broker_restart_while_events_stream_in_give_oracle_totals(settings, tmp_path):
     # Our own broker: it is restarted, and the session broker is shared with every other test.
-    own = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}", home=tmp_path / "own-home",
-                  kafka_secrets_dir="", kafka_ca_file="")  # its own broker's credentials, under its own home
+    own = settings.model_copy(update=dict(kafka_bootstrap=f"127.0.0.1:{free_port()}", home=tmp_path / "own-home",
+                                         kafka_secrets_dir="", kafka_ca_file=""))  # its own broker's credentials, under its own home
     local = LocalStack(own)
     events = scenario(EVENTS, seed=11)
     expected = oracle(events)

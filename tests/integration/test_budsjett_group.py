@@ -6,7 +6,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -108,7 +107,7 @@ def test_readyz_waits_until_the_worker_holds_partitions(stack, settings):
     stack.start_service("budsjett", instance="x")
     stack.stop_service("x", hard=True)
     port = free_port()
-    env = {**replace(settings, budsjett_port=port).to_env(), "REFORMSPOR_INSTANCE": "y"}
+    env = {**settings.model_copy(update={"budsjett_port": port}).to_env(), "REFORMSPOR_INSTANCE": "y"}
     process = spawn([sys.executable, "-m", "services.cli", "budsjett"], stack.log_path("y"), env=env)
     try:
         answers = []

@@ -7,7 +7,6 @@ the target line. When one worker stops, the other takes its partitions over with
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -42,7 +41,7 @@ def ledger(first: int, count: int) -> list[dict]:
 
 def events_applied(settings, port: int) -> int:
     """What one worker has applied, from its /metrics (the read model is shared by both)."""
-    text = metrics_text(replace(settings, budsjett_port=port))
+    text = metrics_text(settings.model_copy(update={"budsjett_port": port}))
     return int(sum(float(value) for value in
                    re.findall(r'^reformspor_budsjett_events_total\{outcome="applied",[^}]*\} (\S+)$', text, re.M)))
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,8 +186,9 @@ def test_credentials_come_from_the_environment_in_production(secure_settings):
     password_file.parent.mkdir(parents=True, exist_ok=True)
     password_file.write_text(client_config(secure_settings, "milepael")["sasl.password"] + "\n")
     password_file.chmod(0o600)
-    production = replace(secure_settings, kafka_username="milepael", kafka_password_file=str(password_file),
-                         kafka_secrets_dir=str(secure_settings.home / "nowhere"))
+    production = secure_settings.model_copy(update=dict(
+        kafka_username="milepael", kafka_password_file=str(password_file),
+        kafka_secrets_dir=str(secure_settings.home / "nowhere")))
     assert produce_each(production, "any", {"justering": secure_settings.topics.justering}) == {"justering": None}
     password_file.chmod(0o644)
     with pytest.raises(Exception, match="readable by others"):

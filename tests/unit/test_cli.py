@@ -32,24 +32,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "reformspor")
 def test_every_command_has_help_text(path, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main([*path, "--help"])
-    assert exited.value.code == 0
+    assert main([*path, "--help"]) == 0
     blocks = capsys.readouterr().out.split("\n\n")
-    # argparse prints usage, then the description; without one the next block is the argument list.
-    assert not blocks[1].startswith(("positional arguments", "options")), f"`{' '.join(path)}` has no description"
+    # click prints usage, then the description; without one the next block is the option list.
+    assert blocks[1].strip() and not blocks[1].startswith(("Options:", "Arguments:")), \
+        f"`{' '.join(path)}` has no description"
     if path:
-        with pytest.raises(SystemExit):
-            main([*path[:-1], "--help"])
+        assert main([*path[:-1], "--help"]) == 0
         listing = capsys.readouterr().out
         assert any(line.split()[:1] == [path[-1]] and len(line.split()) > 1 for line in listing.splitlines()), \
             f"`{' '.join(path[:-1])} --help` does not list {path[-1]} with a help line"
 
 
+def test_help_groups_the_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    sections = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert sections == ["Options:", "Local stack:", "Publish events:", "Budget lines and reforms:", "Dashboards:",
+                        "Run one service in the foreground:"]
+    assert out.index("  publish ") > out.index("Publish events:") > out.index("  kafka ")
+
+
 def test_version(capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--version"])
-    assert exited.value.code == 0 and capsys.readouterr().out.startswith("reformspor 0.")
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("reformspor 0.")
 
 
 @pytest.fixture
@@ -432,17 +438,17 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
 def test_status_as_of_a_plain_date_means_the_end_of_that_day_in_norway(budsjett, capsys):
     assert main(["status", "--line", "0-24", "--as-of", "2026-06-30"]) == 0
     assert budsjett.paths[-1] == "/v1/lines/0-24?as_of=2026-06-30T21%3A59%3A59.999999Z"  # 23:59:59 CEST
-    with pytest.raises(SystemExit) as exited:
-        main(["status", "--as-of", "30.06.2026"])
-    assert exited.value.code == 2 and "neither a date (2026-06-30) nor a timestamp" in capsys.readouterr().err
+    assert main(["status", "--as-of", "30.06.2026"]) == 2
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith("error: ") and "neither a date (2026-06-30) nor a timestamp" in error
 
 
 def test_status_for_one_fiscal_year_asks_budsjett_for_that_year(budsjett, capsys):
     assert main(["status", "--line", "0-24", "--year", "2026"]) == 0
     assert budsjett.paths[-1] == "/v1/lines/0-24?fiscal_year=2026"
-    with pytest.raises(SystemExit) as exited:
-        main(["status", "--year", "26"])
-    assert exited.value.code == 2 and "'26' is not a fiscal year" in capsys.readouterr().err
+    assert main(["status", "--year", "26"]) == 2
+    [error] = capsys.readouterr().err.splitlines()
+    assert "'26' is not a fiscal year" in error
 
 
 def test_export_events_pages_through_the_trail_and_adds_up_to_the_totals(budsjett, tmp_path, monkeypatch, capsys):
@@ -460,3 +466,85 @@ def test_export_events_pages_through_the_trail_and_adds_up_to_the_totals(budsjet
         for figure in FIGURES[:-1]:
             assert sum(_ore(str(r[figure]).replace(".", ",")) for r in rows) == \
                 document["totals"][f"{figure.lower()}_ore"], (line_id, figure)
+
+
+# --- settings from the environment, tables, usage errors ----------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("REFORMSPOR_INGEST_PORT", "abc", "REFORMSPOR_INGEST_PORT='abc' is not valid: input should be a valid integer"),
+    ("REFORMSPOR_BUDSJETT_PORT", "70000", "REFORMSPOR_BUDSJETT_PORT='70000' is not valid: input should be less than "
+                                          "or equal to 65535"),
+    ("REFORMSPOR_PARTITIONS", "0", "REFORMSPOR_PARTITIONS='0' is not valid: input should be greater than or equal to 1"),
+])
+def test_a_bad_setting_in_the_environment_is_one_line_naming_the_variable(variable, value, expected, user_env):
+    result = run_cli("tokens", "list", env={**user_env, variable: value})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"error: {expected}")
+
+
+def test_a_bad_setting_raises_a_settings_error_for_code_that_reads_it():
+    from services.shared.config import SettingsError
+
+    with pytest.raises(SettingsError, match="REFORMSPOR_INGEST_PORT='x' is not valid") as raised:
+        Settings.from_env({"REFORMSPOR_INGEST_PORT": "x"})
+    assert raised.value.exit_code == 2
+    assert Settings.from_env({"REFORMSPOR_INGEST_PORT": "9000"}, ingest_port=None).ingest_port == 9000  # None: no override
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "--csv", "--json"], "error: --csv and --json exclude each other: give one"),
+    (["up", "--services", "nope"], "error: Invalid value for '--services': 'nope' is not one of"),
+    (["tokens", "revoke", "abc"], "error: Invalid value for 'ID': 'abc' is not a valid integer"),
+    (["export", "everything"], "error: Invalid value for '{lines|cells|posts|events}'"),
+    (["statu"], "error: No such command 'statu'"),
+    (["replay", "--workers", "0"], "error: Invalid value for '--workers'"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(args, message, capsys):
+    assert main(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(message) and line.endswith("--help`)")
+
+
+def test_an_interrupt_exits_130_with_one_line(monkeypatch, capsys):
+    from services.budsjett import cli as budsjett_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(budsjett_cli, "fetch_lines", interrupted)
+    assert main(["status"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_status_piped_is_plain_aligned_text_with_no_escape_codes(budsjett):
+    result = run_cli("status", env={"REFORMSPOR_BUDSJETT_PORT": str(budsjett.port)})
+    assert result.returncode == 0 and "\x1b" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["Linje", "Budsjettår", "Departement", "Fase", *FIGURES, "Merknader"]
+    # amounts are right-aligned: every row's Bevilget ends in the same column as its header
+    end = lines[0].index("Bevilget") + len("Bevilget")
+    rows = lines[1:lines.index("") if "" in lines else lines.index("Beløp i NOK.")]
+    assert rows and all(row[end - 3] == "," for row in rows)
+    assert lines[-1] == "Beløp i NOK."
+
+
+def test_status_on_a_terminal_is_a_rich_table(budsjett, monkeypatch, capsys):
+    from rich.console import Console
+
+    from services.budsjett import cli as budsjett_cli
+
+    screen = Console(file=sys.stdout, force_terminal=True, color_system=None, width=200)
+    monkeypatch.setattr(budsjett_cli, "console_on", lambda: screen)
+    assert main(["status", "--line", "0-24"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "Linje" in line)
+    assert header.split() == ["Linje", "Budsjettår", "Departement", "Fase", *FIGURES, "Merknader"]
+    assert "─" in out  # the rule under the header that rich draws
+    assert "1\u00a0750\u00a0000,50" in out and out.rstrip().endswith("Beløp i NOK.")
+
+
+def test_tokens_list_is_a_table_with_a_row_per_credential(user_env):
+    assert run_cli("tokens", "create", "--ministry", "KD", "--name", "lønn", env=user_env).returncode == 0
+    listing = run_cli("tokens", "list", env=user_env).stdout.splitlines()
+    assert listing[0].split() == ["ID", "MINISTRY", "KIND", "CREATED", "STATUS", "NAME"]
+    assert listing[1].split()[:3] == ["1", "KD", "http"] and listing[1].split()[-2:] == ["active", "lønn"]

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from services.ingest.cli import publish_events
+from services.shared.clikit import console_on
 from services.ingest.client import IngestClient, IngestError, IngestUnavailable, IngestUnreachable
 from services.ingest.publishfile import EventsFile, detect_format, read_events, row_to_event
 from services.ingest.samples import sample_event
@@ -182,11 +183,24 @@ def test_publish_summary_and_exit_code():
     with _Stub(replies) as stub:
         out, err = io.StringIO(), io.StringIO()
         events = EventsFile([sample_event(event_id=i) for i in "abc"], ["row 2", "row 3", "row 5"], [])
-        code = publish_events(IngestClient(stub.url, "t"), events, out=out, err=err, batch_events=2)
+        code = publish_events(IngestClient(stub.url, "t"), events, out=out, err=console_on(err), batch_events=2)
     assert code == 1
     assert "accepted 1, duplicate 1, rejected 1, conflict 0" in out.getvalue()
     assert "row 5 id=c rejected (invalid): data.kap: Input should be a valid integer" in out.getvalue()
-    assert "3/3 events" in err.getvalue()
+    assert err.getvalue() == ""  # stderr is not a terminal: no progress bar, no escape codes in a log
+
+
+def test_publish_draws_a_progress_bar_on_a_terminal():
+    from rich.console import Console
+
+    batch = [{"index": 0, "id": "x", "status": "accepted", "reasons": []}] * 2
+    with _Stub([_ok(batch), _ok(batch[:1])]) as stub:
+        out, screen = io.StringIO(), io.StringIO()
+        terminal = Console(file=screen, force_terminal=True, color_system=None, width=100)
+        events = EventsFile([sample_event(event_id=i) for i in "abc"], ["row 2", "row 3", "row 4"], [])
+        assert publish_events(IngestClient(stub.url, "t"), events, out=out, err=terminal, batch_events=2) == 0
+    assert "3/3 events" in screen.getvalue() and "publishing" in screen.getvalue()
+    assert "accepted 3" in out.getvalue()
 
 
 # --- files as a ministry's finance staff save them ---------------------------------------------------------------
