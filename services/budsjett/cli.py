@@ -256,23 +256,22 @@ def _export(args: argparse.Namespace, settings_from_args) -> int:
 
 
 def _catalogue_import(args: argparse.Namespace, settings_from_args) -> int:
-    from services.budsjett.catalogue import import_catalogue
-    from services.budsjett.readmodel import ReadModel
+    from services.budsjett.catalogue import YearCatalogue, import_catalogue, publish_catalogue
+    from services.localstack.stack import require_kafka
 
     settings = settings_from_args(args)
     path = Path(args.file)
     result = import_catalogue(path, args.year)  # an unreadable file or an unknown year raises one clear line
-    model = ReadModel(args.db_url or settings.db_url("budsjett"))
-    try:
-        count = model.replace_catalogue(result.fiscal_year, result.items)
-    finally:
-        model.close()
-    print(f"Imported {count} budget items for {result.fiscal_year} from {path.name} into {model.url}")
+    require_kafka(settings)
+    imported_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    topic = publish_catalogue(settings, YearCatalogue(result.fiscal_year, tuple(result.items), path.name, imported_at))
+    print(f"Published {len(result.items)} budget items for {result.fiscal_year} from {path.name} to {topic} "
+          f"(replacing any earlier {result.fiscal_year} catalogue)")
     for line in result.ministries.report_lines():
         print(f"  {line}")
     if result.skipped:
         print(f"  skipped {len(result.skipped)} rows, e.g. {result.skipped[0]}")
-    print("A running budsjett picks the catalogue up within 10 s.")
+    print("Running budsjett and ingest services follow the topic and check kap/post against it at once.")
     return 0
 
 
@@ -339,12 +338,12 @@ def register(subparsers, settings_from_args) -> None:
     actions = catalogue.add_subparsers(dest="catalogue_action", metavar="ACTION", required=True)
     importer = actions.add_parser("import", help="import Finansdepartementet's Gul bok data (xlsx or CSV)",
                                   description="Read sheet 'Data' of the Gul bok xlsx (or the same columns as CSV, "
-                                              "as Excel saves it: ';' or ',', UTF-8 or Windows-1252) and store the "
-                                              "items in budsjett's read model. Skipped rows are named by their "
-                                              "spreadsheet row number.")
+                                              "as Excel saves it: ';' or ',', UTF-8 or Windows-1252) and publish "
+                                              "the year's items as one record on the catalogue topic, replacing that "
+                                              "year whole; budsjett and ingest follow it. Skipped rows are named by "
+                                              "their spreadsheet row number.")
     importer.add_argument("file", help="gul_bok_<year>_datagrunnlag.xlsx or a CSV with the same columns")
     importer.add_argument("--year", type=int, default=None,
                           help="fiscal year of the file (default: the one year its name states; a name that starts "
                                "with a publication date such as 20241002_ needs --year)")
-    importer.add_argument("--db-url", help="read model URL (default: budsjett's configured database)")
     importer.set_defaults(handler=lambda args: _catalogue_import(args, settings_from_args))

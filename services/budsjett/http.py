@@ -14,7 +14,8 @@ from services.shared.money import format_ore
 from services.shared.streaming import json_response, problem
 
 if TYPE_CHECKING:
-    from services.budsjett.app import CatalogueHolder, ReadModelSink
+    from services.budsjett.app import ReadModelSink
+    from services.budsjett.catalogue import CatalogueHolder
 
 
 def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +79,8 @@ def parse_as_of(text: str) -> datetime:
 
 
 class LedgerRoutes:
-    """GET /v1/lines, /v1/lines/{id} (?as_of=), /v1/lines/{id}/events and /v1/status, from the read model."""
+    """GET /v1/lines, /v1/lines/{id} (?as_of=), /v1/lines/{id}/events, /v1/events/{id} and /v1/status, from the
+    read model."""
 
     def __init__(self, read_model: ReadModel, catalogue: CatalogueHolder, sink: ReadModelSink):
         self.read_model = read_model
@@ -90,6 +92,7 @@ class LedgerRoutes:
         app.router.add_get("/v1/lines/{line_id}", self.line)
         app.router.add_get("/v1/lines/{line_id}/events", self.line_events)
         app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/events/{event_id}", self.event)
 
     async def query(self, function: Callable[..., Any], *args: Any) -> Any:
         """A database read off the HTTP loop (a server database may take its time)."""
@@ -135,6 +138,15 @@ class LedgerRoutes:
             return unknown_line(line_id)
         events = await self.query(self.read_model.events, line_id, limit, skip)
         return json_response({"line_id": line_id, "events": events})
+
+    async def event(self, request: web.Request) -> web.Response:
+        """One event by id: applied (and where), else 404. Rejections are on the dead-letter topic, which
+        ingest follows; this answers only what the read model knows (internal: ingest asks it)."""
+        event_id = request.match_info["event_id"]
+        outcome = await self.query(self.read_model.event_outcome, event_id)
+        if outcome is None:
+            return problem(404, "Event not applied", f"budsjett has not applied an event with id {event_id[:160]!r}")
+        return json_response(outcome)
 
     async def status(self, request: web.Request) -> web.Response:
         lines = await self.query(self.read_model.line_count)

@@ -3,8 +3,9 @@
 Derived from the ledger's state, never the other way round (written by the
 worker's sink at each checkpoint, before its Kafka transaction commits): every accepted event
 (unique event id, so a redelivery inserts nothing), its per-cell deltas (for
-`as_of` queries), the current totals per cell as snapshots (upserts), the flags,
-and the budget catalogue. `reformspor replay` can rebuild all of it.
+`as_of` queries), the current totals per cell as snapshots (upserts) and the flags.
+`reformspor replay` can rebuild all of it. The budget catalogue is not here: budsjett
+follows it on its Kafka topic (catalogue.CatalogueHolder).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from sqlalchemy import BigInteger, Column, Text, event, func, inspect, select
 from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
-from services.budsjett.catalogue import CatalogueItem
 from services.shared.db import create_tables, make_engine
 
 
@@ -106,130 +106,6 @@ class BudsjettFlag(SQLModel, table=True):
     overfort_inn_ore: int = _big()
     bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
-
-
-class BudsjettCatalogueItem(SQLModel, table=True):
-    __tablename__ = "budsjett_catalogue_item"
-    fiscal_year: int = Field(primary_key=True)
-    kap: int = Field(primary_key=True)
-    post: int = Field(primary_key=True)
-    ministry: str | None = Field(default=None, max_length=8)
-    fdep_nr: int
-    kap_navn: str = ""
-    post_navn: str = ""
-    stikkord: str = ""
-    amount_ore: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    overslagsbevilgning: bool = False
-    kan_overfores: bool = False
-    usable_under: str = ""  # "kap.post kap.post"
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; everything stored is UTC.
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _rfc3339(moment: datetime | None) -> str | None:
-    return None if moment is None else core.rfc3339(_utc(moment))
-
-
-def _cell_record(row: Any) -> dict[str, Any]:
-    """A budsjett_cell row as the core's cell record."""
-    return {**{name: row[name] for name in core.AMOUNT_FIELDS}, "overcommitted": bool(row["overcommitted"]),
-            "overspent": bool(row["overspent"]), "funding_posts": row["funding_posts"].split(),
-            "overslagsbevilgning": bool(row["overslagsbevilgning"]), "kan_overfores": bool(row["kan_overfores"]),
-            "carry_rule": row["carry_rule"]}
-
-
-def _column_names(model: Any) -> tuple[str, ...]:
-    return tuple(column.name for column in model.__table__.columns)
-
-
-EVENT_COLUMNS = _column_names(BudsjettEvent)
-EFFECT_COLUMNS = _column_names(BudsjettEffect)
-FLAG_COLUMNS = _column_names(BudsjettFlag)
-CELL_COLUMNS = _column_names(BudsjettCell)
-LINE_COLUMNS = _column_names(BudsjettLine)
-_COLUMNS = {BudsjettEvent: EVENT_COLUMNS, BudsjettEffect: EFFECT_COLUMNS, BudsjettFlag: FLAG_COLUMNS,
-            BudsjettCell: CELL_COLUMNS, BudsjettLine: LINE_COLUMNS}
-
-
-class Batch:
-    """Rows waiting to be written in one transaction, as tuples in their table's column order.
-
-    The tuples go to the driver as they are (`ReadModel.write`): SQLAlchemy's per-row parameter
-    processing cost more than the ledger rules (~15 % of the live worker's samples). Times are
-    bound once, here, by the read model's own `bind_time` (SQLite keeps SQLAlchemy's text form).
-    Get one from `ReadModel.new_batch()`.
-    """
-
-    def __init__(self, bind_time: Callable[[datetime | None], Any]):
-        self.bind_time = bind_time
-        self.recorded_at = bind_time(datetime.now(timezone.utc))
-        self.events: list[tuple] = []
-        self.effects: list[tuple] = []
-        self.flags: list[tuple] = []
-        self.corrections: dict[str, str] = {}  # corrected id -> correcting id
-        self.lines: dict[str, dict] = {}  # latest snapshot per line
-
-    def __len__(self) -> int:
-        return len(self.events) + len(self.lines)
-
-    def add(self, outcome: core.Outcome, message: core.Message, partition: int, offset: int,
-            raw: bytes | None = None) -> None:
-        """Queue what an applied event changes (pure: builds rows only)."""
-        time = self.bind_time(message.time)
-        payload = raw.decode("utf-8", "replace") if raw is not None else json.dumps(message.to_wire())
-        corrects_id = getattr(getattr(message, "data", None), "corrects_id", None)
-        event_row = {"event_id": message.id, "line_id": outcome.line_id, "kind": message.kind,
-                     "source_ministry": message.source_ministry,
-                     "fiscal_year": core.event_fiscal_year(message, outcome.effect), "time": time, "partition": partition,
-                     "kafka_offset": offset, "corrects_id": corrects_id, "corrected_by": None,
-                     "payload": payload, "recorded_at": self.recorded_at}
-        self.events.append(tuple(event_row[c] for c in EVENT_COLUMNS))
-        deltas: dict[tuple[str, str, int], dict[str, int]] = {}
-        for entry in outcome.effect:
-            if entry[0] == "cell":
-                _, ministry, phase, year, name, delta = entry
-                deltas.setdefault((ministry, phase, year), dict.fromkeys(core.AMOUNT_FIELDS, 0))[name] += delta
-        for seq, ((ministry, phase, year), amounts) in enumerate(sorted(deltas.items())):
-            row = {"event_id": message.id, "seq": seq, "line_id": outcome.line_id, "ministry": ministry,
-                   "phase": phase, "fiscal_year": year, "time": time, **amounts}
-            self.effects.append(tuple(row[c] for c in EFFECT_COLUMNS))
-        for flag in outcome.flags:
-            row = {**flag, "time": time}
-            self.flags.append(tuple(row[c] for c in FLAG_COLUMNS))
-        if corrects_id:
-            self.corrections[corrects_id] = message.id
-        if outcome.line is not None:
-            self.lines[outcome.line_id] = outcome.line
-
-    def snapshot_rows(self) -> tuple[list[tuple], list[tuple]]:
-        """(line rows, cell rows) of the lines' latest snapshots."""
-        line_rows, cell_rows = [], []
-        for line_id, line in self.lines.items():
-            row = {"line_id": line_id, "events": line["events"],
-                   "last_event_time": self.bind_time(_parse_time(line["last_event_time"])),
-                   "updated_at": self.bind_time(_parse_time(line["updated_at"])),
-                   "closed_years": json.dumps(line.get("closed_years", {}), sort_keys=True)}
-            line_rows.append(tuple(row[c] for c in LINE_COLUMNS))
-            for key, cell in line["cells"].items():
-                ministry, phase, year = core.split_cell_key(key)
-                row = {"line_id": line_id, "ministry": ministry, "phase": phase, "fiscal_year": year,
-                       **{n: cell[n] for n in core.AMOUNT_FIELDS}, "disponibelt_ore": core.disponibelt(cell),
-                       "overcommitted": cell["overcommitted"], "overspent": cell["overspent"],
-                       "overslagsbevilgning": cell["overslagsbevilgning"], "kan_overfores": cell["kan_overfores"],
-                       "funding_posts": " ".join(cell["funding_posts"]), "carry_rule": cell["carry_rule"]}
-                cell_rows.append(tuple(row[c] for c in CELL_COLUMNS))
-        return line_rows, cell_rows
 
 
 class ReadModel:
@@ -396,29 +272,17 @@ class ReadModel:
                                    .order_by(BudsjettFlag.time)).scalars().all()
             return [row.model_dump() for row in rows]
 
-    # --- catalogue ---------------------------------------------------------------------
+    # --- one event, for the publisher (GET /v1/events/{id}) ---------------------------------
 
-    def replace_catalogue(self, fiscal_year: int, items: list[CatalogueItem]) -> int:
-        rows = [dict(fiscal_year=i.fiscal_year, kap=i.kap, post=i.post, ministry=i.ministry, fdep_nr=i.fdep_nr,
-                     kap_navn=i.kap_navn, post_navn=i.post_navn, stikkord=i.stikkord, amount_ore=i.amount_ore,
-                     overslagsbevilgning=i.overslagsbevilgning, kan_overfores=i.kan_overfores,
-                     usable_under=" ".join(f"{k}.{p}" for k, p in sorted(i.usable_under))) for i in items]
-        table = BudsjettCatalogueItem.__table__
-        with self.engine.begin() as connection:
-            connection.execute(table.delete().where(table.c.fiscal_year == fiscal_year))
-            if rows:
-                connection.execute(table.insert(), rows)
-        return len(rows)
-
-    def load_catalogue(self) -> list[CatalogueItem]:
+    def event_outcome(self, event_id: str) -> dict[str, Any] | None:
+        """Where an applied event landed (line, type, fiscal year, when), or None when it is not applied here."""
         with Session(self.engine) as session:
-            rows = session.execute(select(BudsjettCatalogueItem)).scalars().all()
-        return [CatalogueItem(
-            fiscal_year=r.fiscal_year, kap=r.kap, post=r.post, ministry=r.ministry, fdep_nr=r.fdep_nr,
-            kap_navn=r.kap_navn, post_navn=r.post_navn, stikkord=r.stikkord, amount_ore=r.amount_ore,
-            overslagsbevilgning=r.overslagsbevilgning, kan_overfores=r.kan_overfores,
-            usable_under=frozenset(tuple(int(x) for x in ref.split(".")) for ref in r.usable_under.split() if ref),
-        ) for r in rows]
+            row = session.get(BudsjettEvent, event_id)
+            if row is None:
+                return None
+            return {"id": row.event_id, "status": "applied", "line_id": row.line_id, "type": row.kind,
+                    "ministry": row.source_ministry, "fiscal_year": row.fiscal_year,
+                    "corrected_by": row.corrected_by, "applied_at": _rfc3339(_utc(row.recorded_at))}
 
 
-_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettLine, BudsjettFlag, BudsjettCatalogueItem)
+_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettLine, BudsjettFlag)
