@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
 
 from services.shared.config import Settings
+from services.shared.follower import FollowedRecord, TopicFollower
 from services.shared.ministries import MinistryRegistry, default_registry, normalise_name
 from services.shared.tabular import Record, normalize_decimal, read_table
 from services.shared.usererror import UserError
@@ -422,8 +422,6 @@ CATALOGUE_MAX_BYTES = 900_000
 CATALOGUE_PUBLISH_TIMEOUT_S = 30.0
 # How long a service waits at start for the catalogue before it applies anything without it.
 CATCH_UP_TIMEOUT_S = 20.0
-FOLLOW_POLL_S = 0.5
-FOLLOW_RETRY_S = 2.0
 
 
 class CatalogueRecordError(ValueError):
@@ -518,40 +516,29 @@ def publish_catalogue(settings: Settings, year: YearCatalogue,
 
 
 class CatalogueHolder:
-    """Each fiscal year's catalogue, fed by a thread that follows the catalogue topic from the beginning.
+    """Each fiscal year's catalogue, fed by a follower of the catalogue topic (from its beginning).
 
-    `current` is replaced whole on every record, so readers need no lock. read_committed: a
-    record of an aborted transaction is never seen. Nothing is committed to Kafka: every start
-    reads the (compacted, small) topic again.
+    `current` is replaced whole on every record, so readers need no lock. Nothing is committed to
+    Kafka: every start reads the (compacted, small) topic again.
     """
 
     def __init__(self, settings: Settings, principal: str):
-        self.settings = settings
-        self.principal = principal  # the service's Kafka user: the ACLs let budsjett and ingest read the topic
         self.topic = settings.topics.catalogue
         self.years: dict[int, YearCatalogue] = {}
         self.current = Catalogue()
-        self.error: str | None = None
-        self.caught_up = threading.Event()
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.record_error: str | None = None
+        # principal: the service's Kafka user; the ACLs let budsjett and ingest read the topic.
+        self.follower = TopicFollower(settings, principal, self.topic, self.take, name="catalogue")
 
     def load(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
         """Follow the topic (start the follower, or start it again if it stopped); the first time, wait
         until it has read everything the topic held, so nothing is checked against a half-read catalogue."""
-        if self.thread is not None and self.thread.is_alive():
-            return
-        self.stopping.clear()
-        self.thread = threading.Thread(target=self.follow, name=f"{self.principal}-catalogue", daemon=True)
-        self.thread.start()
-        if not self.caught_up.wait(timeout_s):
+        if not self.follower.start(timeout_s):
             log.warning("the catalogue topic %s was not read to its end within %.0f s; going on with what was "
-                        "read (%s)", self.topic, timeout_s, self.error or "no error")
+                        "read (%s)", self.topic, timeout_s, self.follower.error or "no error")
 
     def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(FOLLOW_RETRY_S + FOLLOW_POLL_S + 5)
+        self.follower.stop()
 
     def receive(self, key: bytes | None, value: bytes | None) -> None:
         """One record: replace (or, for a tombstone, drop) its year."""
@@ -563,50 +550,11 @@ class CatalogueHolder:
             years[fiscal_year] = year
         self.years, self.current = years, catalogue_of(years)
 
-    def follow(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.follow_once()
-            except Exception as error:  # noqa: BLE001 - the service goes on with the catalogue it has, and says so
-                self.error = f"{type(error).__name__}: {error}"
-                log.warning("catalogue follower: %s; trying again in %.0f s", self.error, FOLLOW_RETRY_S)
-                self.stopping.wait(FOLLOW_RETRY_S)
-
-    def follow_once(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        from services.shared.kafka_security import client_config, consumer_group
-
-        # A group id is required by the client, but never joined or committed: partitions are assigned.
-        consumer = Consumer({**client_config(self.settings, self.principal),
-                             "group.id": f"{consumer_group(self.settings, self.principal)}-catalogue",
-                             "enable.auto.commit": False, "isolation.level": "read_committed",
-                             "client.id": f"{self.principal}-catalogue"})
+    def take(self, record: FollowedRecord) -> None:
         try:
-            described = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-            if described.error is not None:
-                self.caught_up.set()  # nothing to wait for: no catalogue yet
-                raise RuntimeError(f"cannot read {self.topic}: {described.error}")
-            partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(described.partitions)]
-            consumer.assign(partitions)
-            while not self.stopping.is_set():
-                message = consumer.poll(FOLLOW_POLL_S)
-                if message is None:
-                    if not self.caught_up.is_set() and read_to_end(consumer, partitions):
-                        self.error = None
-                        self.caught_up.set()
-                elif message.error() is not None:
-                    raise RuntimeError(message.error().str())
-                else:
-                    self.take(message.key(), message.value())
-        finally:
-            consumer.close()
-
-    def take(self, key: bytes | None, value: bytes | None) -> None:
-        try:
-            self.receive(key, value)
+            self.receive(record.key, record.value)
         except CatalogueRecordError as error:  # one bad record costs that record, not the catalogue
-            self.error = str(error)
+            self.record_error = str(error)
             log.error("%s", error)
 
     def status(self) -> dict[str, object]:
@@ -614,16 +562,8 @@ class CatalogueHolder:
         return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
                 "checks": "kap/post checked against the catalogue" if catalogue.loaded
                 else "no catalogue loaded: kap/post checks are skipped",
-                "source": self.topic, "caught_up": self.caught_up.is_set(), "error": self.error}
-
-
-def read_to_end(consumer, partitions: list) -> bool:
-    """Has the consumer read every assigned partition up to its end (as it stands now)?"""
-    for position in consumer.position(partitions):
-        low, high = consumer.get_watermark_offsets(position, timeout=5, cached=False)
-        if high > low and position.offset < high:  # a negative offset: nothing fetched yet
-            return False
-    return True
+                "source": self.topic, "caught_up": self.follower.caught_up.is_set(),
+                "error": self.follower.error or self.record_error}
 
 
 def read_catalogue(settings: Settings, principal: str, timeout_s: float = CATCH_UP_TIMEOUT_S) -> Catalogue:

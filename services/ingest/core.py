@@ -20,6 +20,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from services.budsjett.catalogue import Catalogue, PostRejection, check_post
 from services.budsjett.core import TRANSFER_TYPE
 from services.shared.contract import ContractError, Event, FieldProblem, parse_event
 from services.shared.jsonio import JsonInputError, loads_strict
@@ -151,8 +152,22 @@ def authorization_problems(event: Event, publisher_ministry: str) -> list[FieldP
     return []
 
 
-def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult:
-    """Validate one event and check it against the publisher's identity."""
+def catalogue_rejection(event: Event, catalogue: Catalogue | None) -> PostRejection | None:
+    """Does the event name a kap/post that its fiscal year's catalogue refuses (unknown, or another ministry's)?
+
+    The same rule budsjett applies (catalogue.check_post), checked here so the publisher hears it at once.
+    A year with no catalogue is not checked, and never against another year's items.
+    """
+    data = event.data
+    kap, post = getattr(data, "kap", None), getattr(data, "post", None)
+    if catalogue is None or not event.is_budget or kap is None or post is None:
+        return None
+    rejection = check_post(catalogue, data.fiscal_year, data.ministry, kap, post)
+    return rejection if rejection is not None and rejection.refuses else None
+
+
+def check_item(index: int, document: Any, publisher_ministry: str, catalogue: Catalogue | None = None) -> ItemResult:
+    """Validate one event and check it against the publisher's identity and its year's budget catalogue."""
     result = ItemResult(index=index, raw=document)
     internal = internal_type_problems(document)
     if internal:
@@ -172,6 +187,11 @@ def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult
     forbidden = authorization_problems(event, publisher_ministry)
     if forbidden:
         result.status, result.code, result.label, result.problems = REJECTED, CODE_FORBIDDEN, LABEL_WRONG_PUBLISHER, forbidden
+        return result
+    refused = catalogue_rejection(event, catalogue)
+    if refused is not None:  # 422, not 403: the ministry may publish, but not under that kap/post
+        result.status, result.code, result.label = REJECTED, CODE_INVALID, refused.kind.value
+        result.problems = [FieldProblem("data.post", refused.reason)]
     return result
 
 
