@@ -255,8 +255,17 @@ def add_reform_routes(http: ServiceHttp, readmodel: ReadModel) -> None:
             return problem(404, "reform not found", f"no reform with reform_id {reform_id[:64]!r}")
         return json_response(document)
 
+    async def event_outcome(request: web.Request) -> web.Response:
+        """Did milepael apply this event? (ingest asks, for its GET /v1/events/{id}; rejections are dead letters.)"""
+        event_id = request.match_info["event_id"]
+        outcome = await asyncio.to_thread(readmodel.event_outcome, event_id)
+        if outcome is None:
+            return problem(404, "Event not applied", f"milepael has not applied an event with id {event_id[:128]!r}")
+        return json_response(outcome)
+
     http.app.router.add_get("/v1/reforms", list_reforms)
     http.app.router.add_get("/v1/reforms/{reform_id}", reform_detail)
+    http.app.router.add_get("/v1/events/{event_id}", event_outcome)
 
 
 # --- wiring ------------------------------------------------------------------------------------
