@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from services.ingest.client import IngestClient, IngestError
+from services.ingest.client import IngestClient, IngestError, IngestUnavailable
 from services.ingest.publishfile import FORMATS, EventsFile, read_events_file
 from services.shared.secretinput import secret_from
 from services.shared.usererror import UserError
 
 BATCH_EVENTS = 200
+DEFAULT_WAIT_TIMEOUT_S = 60.0
+WAIT_POLL_S = 1.0
 
 
 def register(subparsers, settings_from_args: Callable) -> None:
@@ -52,6 +56,12 @@ def register(subparsers, settings_from_args: Callable) -> None:
     publish.add_argument("--token-file", help="read the bearer token from this file (keeps it out of `ps`)")
     publish.add_argument("--atomic", action="store_true", help="all or nothing, per request (at most 500 events)")
     publish.add_argument("--format", choices=FORMATS, help="override detection by file name and content")
+    publish.add_argument("--wait", action="store_true",
+                         help="after the upload, wait until every accepted event is applied or rejected downstream "
+                              "(budsjett, milepael) and print each rejection with its row; exit 1 if any was "
+                              "rejected or is still pending at the timeout")
+    publish.add_argument("--wait-timeout-s", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="N",
+                         help=f"how long --wait waits, in seconds (default {DEFAULT_WAIT_TIMEOUT_S:.0f})")
     publish.set_defaults(handler=lambda args: publish_command(args, settings_from_args(args)))
 
 
@@ -131,11 +141,14 @@ def publish_command(args: argparse.Namespace, settings) -> int:
     below_bar = "\n" if sys.stderr.isatty() else ""
     with IngestClient(args.url or settings.service_url("ingest"), token,
                       on_retry=lambda line: print(below_bar + line, file=sys.stderr, flush=True)) as client:
-        return publish_events(client, events_file, atomic=args.atomic)
+        return publish_events(client, events_file, atomic=args.atomic,
+                              wait_timeout_s=args.wait_timeout_s if args.wait else None)
 
 
 def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool = False,
-                   out: TextIO | None = None, err: TextIO | None = None, batch_events: int = BATCH_EVENTS) -> int:
+                   out: TextIO | None = None, err: TextIO | None = None, batch_events: int = BATCH_EVENTS,
+                   wait_timeout_s: float | None = None) -> int:
+    """Upload the file's events and print the summary; with wait_timeout_s, then wait for the downstream outcomes."""
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and pipes replace sys.stdout
     events = events_file.events
     progress = Progress(len(events), err)
@@ -154,7 +167,89 @@ def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool =
               file=err)
         return 2
     progress.close()
-    return print_summary(results, events_file, out)
+    code = print_summary(results, events_file, out)
+    if wait_timeout_s is None:
+        return code
+    waited = wait_for_outcomes(client, accepted_locations(results, events_file), wait_timeout_s, out, err)
+    return max(code, waited.exit_code)
+
+
+def accepted_locations(results: list[dict[str, Any]], events_file: EventsFile) -> dict[str, str]:
+    """Event id → where it is in the file, for every event ingest took (accepted now or before)."""
+    return {result["id"]: events_file.locations[result["index"]] for result in results
+            if result.get("status") in ("accepted", "duplicate") and result.get("id")}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str
+    location: str
+    status: str
+    reason: str = ""
+    reason_label: str = ""
+
+
+@dataclass(frozen=True)
+class WaitSummary:
+    applied: tuple[str, ...]
+    rejected: tuple[Outcome, ...]
+    pending: tuple[Outcome, ...]  # still pending (or unknown to ingest) at the timeout
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.rejected or self.pending else 0
+
+
+def wait_for_outcomes(client: IngestClient, ids: dict[str, str], timeout_s: float, out: TextIO,
+                      err: TextIO | None = None, poll_s: float = WAIT_POLL_S,
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> WaitSummary:
+    """Poll GET /v1/events/{id} for `ids` (id → row) until none is pending or timeout_s has passed.
+
+    A progress line goes to `err`; each rejection (with its row and reason) and what is still pending
+    go to `out`. The CLI's --wait is a thin flag over this.
+    """
+    err = err or sys.stderr
+    deadline = clock() + timeout_s
+    decided: dict[str, Outcome] = {}
+    while True:
+        for event_id in [i for i in ids if i not in decided]:
+            outcome = poll_outcome(client, event_id, ids[event_id])
+            if outcome is not None and outcome.status != "pending":
+                decided[event_id] = outcome
+        waiting = len(ids) - len(decided)
+        rejected = sum(1 for o in decided.values() if o.status == "rejected")
+        err.write(f"waiting for downstream outcomes: {len(decided) - rejected} applied, {rejected} rejected, "
+                  f"{waiting} pending\n")
+        err.flush()
+        if not waiting or clock() >= deadline:
+            break
+        sleep(min(poll_s, max(deadline - clock(), 0.0)))
+    return report_outcomes(ids, decided, timeout_s, out)
+
+
+def poll_outcome(client: IngestClient, event_id: str, location: str) -> Outcome | None:
+    """One event's outcome now (None: not known to ingest, or ingest did not answer this time)."""
+    try:
+        status = client.event_status(event_id)
+    except IngestUnavailable:
+        return None
+    if status is None:
+        return None
+    return Outcome(event_id, location, status["status"], status.get("reason") or "", status.get("reason_label") or "")
+
+
+def report_outcomes(ids: dict[str, str], decided: dict[str, Outcome], timeout_s: float, out: TextIO) -> WaitSummary:
+    rejected = tuple(o for o in decided.values() if o.status == "rejected")
+    applied = tuple(i for i, o in decided.items() if o.status == "applied")
+    pending = tuple(Outcome(i, location, "pending") for i, location in ids.items() if i not in decided)
+    print(f"downstream: applied {len(applied)}, rejected {len(rejected)}, still pending {len(pending)}", file=out)
+    for outcome in rejected:
+        print(f"  {outcome.location} id={outcome.event_id} rejected downstream ({outcome.reason_label}): "
+              f"{outcome.reason}", file=out)
+    for outcome in pending:
+        print(f"  {outcome.location} id={outcome.event_id} still pending after {timeout_s:.0f} s", file=out)
+    return WaitSummary(applied, rejected, pending)
 
 
 def print_summary(results: list[dict[str, Any]], events_file: EventsFile, out: TextIO) -> int:
