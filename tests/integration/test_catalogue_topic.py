@@ -17,7 +17,7 @@ from services.ingest.cli import publish_events
 from services.ingest.publishfile import read_events_file
 from services.ingest.samples import sample_event
 from services.ingest.testing import post, read_topic
-from services.ingest.tokens import issue_token
+from services.ingest.tokens import issue_credential, issue_token
 from services.localstack.processes import wait_until
 from services.shared.config import Settings
 
@@ -131,6 +131,23 @@ def test_dfd_2026_post_counted_another_ministrys_post_422_and_a_downstream_rejec
     assert "downstream: applied 1, rejected 1, still pending 0" in out.getvalue()
     assert "line 2 id=dfd-fix-2 rejected downstream" in out.getvalue() and "also-never-sent" in out.getvalue()
     assert "pending" in err.getvalue()
+
+    # the raw inbound Kafka path: the same refusal, dead-lettered with the same label
+    from services.shared.streaming import DEAD_LETTER_LABEL_HEADER
+    from tests.integration.test_ingest_inbound_identity import publish_as
+
+    dfd_kafka = issue_credential(settings, "DFD", kind="kafka").secret
+    publish_as(dfd_kafka, settings.topics.inbound_for("DFD"),
+               [sample_event("bevilget", "DFD", "dfd-840-kafka", line_id="0-30", kap=840, post=70)])
+
+    def kafka_refusal():
+        return [r for r in read_topic(settings, settings.topics.dead_letter, settle_s=0.2)
+                if r.value and b"dfd-840-kafka" in r.value]
+
+    wait_until(kafka_refusal, 60, "the inbound event's dead letter")
+    [dead] = kafka_refusal()
+    assert dead.headers[DEAD_LETTER_LABEL_HEADER] == b"another_ministrys_post"
+    assert b"belongs to BFD, not DFD, in the 2026 budget catalogue" in dead.headers["reformspor-reason"]
 
 
 def _quietly(function):
