@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.parse
 import logging
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -68,9 +68,9 @@ from services.ingest import core
 from services.ingest.core import ItemResult, KnownEvent
 from services.ingest.openapi import ACCEPTED_CONTENT_TYPES, openapi_document
 from services.ingest.store import IngestRecord, IngestStore
-from services.shared.follower import FollowedRecord, TopicFollower
 from services.shared.config import Settings
 from services.shared.contract import Event, FieldProblem
+from services.shared.follower import FollowedRecord, TopicFollower
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.logs import setup_logging
@@ -531,7 +531,8 @@ class EventStatusRoute:
                         if response.status == 200:
                             return service, await response.json()
                 except (aiohttp.ClientError, asyncio.TimeoutError) as error:  # not applied as far as we can tell
-                    log.warning("cannot ask %s about event %s: %s", service, event_id[:128], error)
+                    # info, not warning: a publisher polling --wait would repeat it every second
+                    log.info("cannot ask %s about event %s: %s", service, event_id[:128], error)
         return None
 
 
