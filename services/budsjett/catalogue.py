@@ -533,7 +533,8 @@ class CatalogueHolder:
     def load(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
         """Follow the topic (start the follower, or start it again if it stopped); the first time, wait
         until it has read everything the topic held, so nothing is checked against a half-read catalogue."""
-        if not self.follower.start(timeout_s):
+        first = self.follower.thread is None
+        if not self.follower.start(timeout_s if first else 0.0) and first:
             log.warning("the catalogue topic %s was not read to its end within %.0f s; going on with what was "
                         "read (%s)", self.topic, timeout_s, self.follower.error or "no error")
 

@@ -75,9 +75,11 @@ class TopicFollower:
             try:
                 self.follow_once()
             except Exception as error:  # noqa: BLE001 - the service goes on with what it has read, and says so
+                repeated = self.error == f"{type(error).__name__}: {error}"
                 self.error = f"{type(error).__name__}: {error}"
-                log.warning("%s: following %s failed (%s); trying again in %.0f s", self.name, self.topic,
-                            self.error, RETRY_S)
+                if not repeated:  # once per kind of failure, not every RETRY_S
+                    log.warning("%s: following %s failed (%s); trying again every %.0f s", self.name, self.topic,
+                                self.error, RETRY_S)
                 self.stopping.wait(RETRY_S)
 
     def follow_once(self) -> None:
