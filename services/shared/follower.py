@@ -105,7 +105,7 @@ class TopicFollower:
         while not self.stopping.is_set():
             message = consumer.poll(POLL_S)
             if message is None:
-                if not self.caught_up.is_set() and read_to_end(consumer, partitions):
+                if (self.error or not self.caught_up.is_set()) and read_to_end(consumer, partitions):
                     self.error = None
                     self.caught_up.set()
             elif message.error() is not None:
