@@ -20,6 +20,7 @@ from services.ingest.testing import post, read_topic
 from services.ingest.tokens import issue_credential, issue_token
 from services.localstack.processes import wait_until
 from services.shared.config import Settings
+from services.shared.streaming import DEAD_LETTER_LABEL_HEADER, DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +87,21 @@ def test_dfd_2026_post_counted_another_ministrys_post_422_and_a_downstream_rejec
     dfd, bfd = issue_token(settings, "DFD"), issue_token(settings, "BFD")
     stack.start_service("ingest")
     stack.start_service("budsjett")
-    ingest, budsjett = settings.service_url("ingest"), settings.service_url("budsjett")
+    budsjett = settings.service_url("budsjett")
     status_of = json.loads(urllib.request.urlopen(f"{budsjett}/v1/status", timeout=10).read())["catalogue"]
     assert status_of["fiscal_years"] == [2026] and status_of["items"] == 2
 
-    # DFD's own post (fdep_nr 15 in 2026): accepted and counted
+    own_post_counted_other_refused(settings, dfd)
+    downstream_rejection_visible_by_id(settings, dfd, bfd)
+    publish_wait_reports_the_rejection(settings, dfd, tmp_path)
+    kafka_path_refuses_with_the_same_label(settings)
+
+
+def own_post_counted_other_refused(settings: Settings, dfd: str) -> None:
+    """DFD's own post (fdep_nr 15 in 2026) is accepted and counted; BFD's post, from DFD, is refused at once."""
+    ingest, budsjett = settings.service_url("ingest"), settings.service_url("budsjett")
     own = sample_event("bevilget", "DFD", "dfd-1540", line_id="0-30", kap=1540, post=1, amount_nok="2000000.00")
     assert post(f"{ingest}/v1/events", json.dumps(own).encode(), dfd)[0] == 202
-    # BFD's post, published by DFD: refused at once, never accepted
     other = sample_event("bevilget", "DFD", "dfd-840", line_id="0-30", kap=840, post=70)
     status, headers, body = post(f"{ingest}/v1/events", json.dumps(other).encode(), dfd)
     assert status == 422 and headers["Content-Type"].startswith("application/problem+json")
@@ -105,7 +113,10 @@ def test_dfd_2026_post_counted_another_ministrys_post_422_and_a_downstream_rejec
 
     wait_until(lambda: _quietly(bevilget_dfd) == 200_000_000, 60, "DFD's 2026 contribution counted")
 
-    # a correction of an unknown id: accepted by ingest, rejected by budsjett, visible by id
+
+def downstream_rejection_visible_by_id(settings: Settings, dfd: str, bfd: str) -> None:
+    """A correction of an unknown id: accepted by ingest, rejected by budsjett, visible by id to DFD only."""
+    ingest = settings.service_url("ingest")
     correction = sample_event("korrigert", "DFD", "dfd-fix", line_id="0-30", corrects_id="never-sent")
     assert post(f"{ingest}/v1/events", json.dumps(correction).encode(), dfd)[0] == 202
     url = f"{ingest}/v1/events/dfd-fix"
@@ -118,22 +129,25 @@ def test_dfd_2026_post_counted_another_ministrys_post_422_and_a_downstream_rejec
         assert unknown[0] == 404 and unknown[1].startswith("application/problem+json")
     assert get(f"{ingest}/v1/events/dfd-840", dfd)[2]["reason_label"] == "another_ministrys_post"
 
-    # publish --wait: the upload is accepted, then the downstream rejection is printed with its row
+
+def publish_wait_reports_the_rejection(settings: Settings, dfd: str, tmp_path: Path) -> None:
+    """`publish --wait`: the upload is accepted, then the downstream rejection is printed with its row."""
     events = tmp_path / "events.ndjson"
     events.write_text("\n".join(json.dumps(e) for e in (
         sample_event("bevilget", "DFD", "dfd-1540-b", line_id="0-30", kap=1540, post=1),
         sample_event("korrigert", "DFD", "dfd-fix-2", line_id="0-30", corrects_id="also-never-sent"))) + "\n",
         encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    with IngestClient(ingest, dfd) as client:
+    with IngestClient(settings.service_url("ingest"), dfd) as client:
         code = publish_events(client, read_events_file(str(events)), out=out, err=err, wait_timeout_s=60)
     assert code == 1, out.getvalue()
     assert "downstream: applied 1, rejected 1, still pending 0" in out.getvalue()
     assert "line 2 id=dfd-fix-2 rejected downstream" in out.getvalue() and "also-never-sent" in out.getvalue()
     assert "pending" in err.getvalue()
 
-    # the raw inbound Kafka path: the same refusal, dead-lettered with the same label
-    from services.shared.streaming import DEAD_LETTER_LABEL_HEADER
+
+def kafka_path_refuses_with_the_same_label(settings: Settings) -> None:
+    """The raw inbound Kafka path: the same refusal, dead-lettered with the same label."""
     from tests.integration.test_ingest_inbound_identity import publish_as
 
     dfd_kafka = issue_credential(settings, "DFD", kind="kafka").secret
@@ -147,7 +161,7 @@ def test_dfd_2026_post_counted_another_ministrys_post_422_and_a_downstream_rejec
     wait_until(kafka_refusal, 60, "the inbound event's dead letter")
     [dead] = kafka_refusal()
     assert dead.headers[DEAD_LETTER_LABEL_HEADER] == b"another_ministrys_post"
-    assert b"belongs to BFD, not DFD, in the 2026 budget catalogue" in dead.headers["reformspor-reason"]
+    assert b"belongs to BFD, not DFD, in the 2026 budget catalogue" in dead.headers[DEAD_LETTER_REASON_HEADER]
 
 
 def _quietly(function):
