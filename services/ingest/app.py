@@ -21,6 +21,13 @@ Two halves, one process (streaming.run_service):
   idempotency record of a forwarded event is written by the sink at the
   checkpoint, with the inbound position it came from (see InboundRecordSink).
 
+Both channels also check a budget event's kap/post against its fiscal year's catalogue, which
+ingest follows on the catalogue topic (budsjett.catalogue.CatalogueHolder): a post the year's
+catalogue does not have, or gives to another ministry, is refused (422; label unknown_post or
+another_ministrys_post). GET /v1/events/{id} answers a publisher what became of its event:
+rejected (from the dead-letter topic, which ingest follows into its store), applied (asked of
+budsjett and milepael over HTTP) or pending.
+
 Handler boundaries (issue 16): a bug while checking one event costs that event
 a rejection (422 / dead letter with a correlation id in the reason and the
 log), never a 500, a lost event or a skipped offset.
