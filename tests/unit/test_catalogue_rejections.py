@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,43 @@ def test_wait_gives_up_at_the_timeout_and_says_what_is_still_pending():
                                 clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert summary.exit_code == 1 and [o.event_id for o in summary.pending] == ["a"]
     assert "line 1 id=a still pending after 5 s" in out.getvalue()
+
+
+# --- the owning services' answer: did they apply it? ------------------------------------------------
+
+def test_milepael_remembers_every_event_it_applied_for_the_publisher(tmp_path):
+    from services.milepael import core as milepael
+    from services.milepael.readmodel import ReadModel
+    from tests.unit.test_milepael_core import done, registered
+
+    state = done(registered(), "A", date(2026, 1, 21))
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    new_state, events, verdicts = milepael.reconcile(state, {}, now.date(), now)
+    readmodel = ReadModel(f"sqlite:///{tmp_path / 'milepael.db'}")
+    try:
+        for _ in range(2):  # a redelivered checkpoint adds nothing
+            readmodel.save(new_state, verdicts, events, evaluated_at=now, partition=3)
+        applied = [readmodel.event_outcome(event_id) for event_id in new_state["processed_ids"]]
+        assert applied and all(a["status"] == "applied" and a["reform_id"] == "R1" for a in applied)
+        assert readmodel.event_outcome("never-sent") is None
+    finally:
+        readmodel.dispose()
+
+
+def test_budsjett_answers_where_it_applied_an_event(tmp_path):
+    from services.budsjett import core as ledger
+    from services.budsjett.readmodel import ReadModel
+    from tests.unit.test_budsjett_core import bevilget
+
+    store, message = {}, bevilget("e-1", "0-24", "BFD", "utredning", "10.00")
+    model = ReadModel(f"sqlite:///{tmp_path / 'budsjett.db'}")
+    try:
+        batch = model.new_batch()
+        batch.add(ledger.process(store, 0, message), message, 0, 0)
+        model.write(batch)
+        assert model.event_outcome("e-1") | {"applied_at": None} == {
+            "id": "e-1", "status": "applied", "line_id": message.key, "type": "bevilget", "ministry": "BFD",
+            "fiscal_year": 2026, "corrected_by": None, "applied_at": None}
+        assert model.event_outcome("e-2") is None
+    finally:
+        model.close()
