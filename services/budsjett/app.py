@@ -24,7 +24,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 from sqlalchemy.exc import OperationalError
 
 from services.budsjett import core
-from services.budsjett.catalogue import Catalogue
+from services.budsjett.catalogue import CatalogueHolder
 from services.budsjett.http import LedgerRoutes
 from services.budsjett.readmodel import Batch, ReadModel
 from services.shared.config import Settings
@@ -126,29 +126,6 @@ class LineGauges:
         if line["last_event_time"]:
             moment = datetime.fromisoformat(line["last_event_time"].replace("Z", "+00:00"))
             self.last_event.set((line_id,), moment.timestamp())
-
-
-class CatalogueHolder:
-    """The budget catalogue as last loaded from the read model (replaced whole, so readers need no lock)."""
-
-    def __init__(self, read_model: ReadModel):
-        self.read_model = read_model
-        self.current = Catalogue()
-        self.error: str | None = None
-
-    def load(self) -> None:
-        try:
-            self.current = Catalogue(self.read_model.load_catalogue())
-            self.error = None
-        except Exception as error:  # noqa: BLE001 - the ledger goes on without kap/post checks, and says so
-            self.error = str(error)
-
-    def status(self) -> dict[str, Any]:
-        catalogue = self.current
-        return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
-                "checks": "kap/post checked against the catalogue" if catalogue.loaded
-                else "no catalogue loaded: kap/post checks are skipped",
-                "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -290,7 +267,7 @@ def main(settings: Settings) -> None:
     registry = CollectorRegistry()
     gauges = GaugeFamilies()
     read_model = ReadModel(settings.db_url(SERVICE))
-    catalogue = CatalogueHolder(read_model)
+    catalogue = CatalogueHolder(settings, SERVICE)
     catalogue.load()
     ledger = Ledger(settings, registry, gauges, catalogue)
     sink = ReadModelSink(read_model, Gauge("reformspor_budsjett_read_model_pending_rows",

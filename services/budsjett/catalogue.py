@@ -7,20 +7,28 @@ fiscal year (from --year or the file name, never a default), `parse_rows` turns
 records into `CatalogueItem`s with each year's fdep_nr placed by the file's own
 ministry names, and `Catalogue` answers the questions the ledger asks, per fiscal
 year (does this kap/post exist that year, which ministry owns it, may it be
-exceeded, which posts pool). Storing items is the read model's job.
+exceeded, which posts pool). The last part carries the catalogue through Kafka:
+`publish_catalogue` writes a year as one record of a compacted topic, and
+`CatalogueHolder` follows that topic in the services that check kap/post
+(budsjett and ingest).
 """
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
 
+from services.shared.config import Settings
+from services.shared.follower import FollowedRecord, TopicFollower
 from services.shared.ministries import MinistryRegistry, default_registry, normalise_name
 from services.shared.tabular import Record, normalize_decimal, read_table
 from services.shared.usererror import UserError
 
+log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("fdep_nr", "kap_nr", "post_nr")
 
 # R-101 post groups (Bevilgningsreglementet / the state's chart of accounts).
@@ -399,3 +407,169 @@ def import_catalogue(path: Path | str, given_year: int | None = None,
         raise UserError(f"{path}: No such file or directory" if not Path(path).exists() else f"{path}: not a file")
     fiscal_year = resolve_fiscal_year(Path(path).name, given_year)
     return parse_rows(read_rows(path), fiscal_year, registry)
+
+
+# --- the catalogue on Kafka: one record per fiscal year on a compacted topic --------------------
+#
+# `reformspor catalogue import` publishes a year's items as one record (key: the fiscal year), so a
+# re-import replaces that year whole and compaction keeps only the latest per year. budsjett and
+# ingest follow the topic from the beginning; no service reads another's database for it.
+
+# A year of the real Gul bok is ~340 kB of JSON (1 567 items in 2024), ~40 kB gzipped. Kafka's default
+# limits are ~1 MB per message on the producer (librdkafka message.max.bytes, checked before
+# compression) and on the broker; a year's record must stay under both, with room to spare.
+CATALOGUE_MAX_BYTES = 900_000
+CATALOGUE_PUBLISH_TIMEOUT_S = 30.0
+# How long a service waits at start for the catalogue before it applies anything without it.
+CATCH_UP_TIMEOUT_S = 20.0
+
+
+class CatalogueRecordError(ValueError):
+    """A record on the catalogue topic that cannot be read; the follower reports it and keeps the rest."""
+
+
+@dataclass(frozen=True)
+class YearCatalogue:
+    """One fiscal year's catalogue as it travels on the topic."""
+
+    fiscal_year: int
+    items: tuple[CatalogueItem, ...]
+    source_file: str = ""
+    imported_at: str = ""  # RFC 3339, UTC
+
+
+def _item_wire(item: CatalogueItem) -> dict[str, object]:
+    return {"kap": item.kap, "post": item.post, "ministry": item.ministry, "fdep_nr": item.fdep_nr,
+            "kap_navn": item.kap_navn, "post_navn": item.post_navn, "stikkord": item.stikkord,
+            "amount_ore": item.amount_ore, "overslagsbevilgning": item.overslagsbevilgning,
+            "kan_overfores": item.kan_overfores, "usable_under": sorted(item.usable_under)}
+
+
+def _item_from_wire(fiscal_year: int, wire: dict) -> CatalogueItem:
+    return CatalogueItem(
+        fiscal_year=fiscal_year, kap=int(wire["kap"]), post=int(wire["post"]), ministry=wire.get("ministry"),
+        fdep_nr=int(wire["fdep_nr"]), kap_navn=wire.get("kap_navn", ""), post_navn=wire.get("post_navn", ""),
+        stikkord=wire.get("stikkord", ""), amount_ore=wire.get("amount_ore"),
+        overslagsbevilgning=bool(wire.get("overslagsbevilgning")), kan_overfores=bool(wire.get("kan_overfores")),
+        usable_under=frozenset((int(kap), int(post)) for kap, post in wire.get("usable_under", [])))
+
+
+def catalogue_record(year: YearCatalogue) -> tuple[bytes, bytes]:
+    """(key, value) of a year's record; raises UserError when it would not fit in one Kafka message."""
+    value = json.dumps({"fiscal_year": year.fiscal_year, "source_file": year.source_file,
+                        "imported_at": year.imported_at, "items": [_item_wire(i) for i in year.items]},
+                       ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(value) > CATALOGUE_MAX_BYTES:
+        raise UserError(f"the {year.fiscal_year} catalogue is {len(value)} bytes as one record; the limit is "
+                        f"{CATALOGUE_MAX_BYTES} (Kafka's message size): nothing was published")
+    return str(year.fiscal_year).encode("ascii"), value
+
+
+def year_from_record(key: bytes | None, value: bytes | None) -> tuple[int, YearCatalogue | None]:
+    """(fiscal year, its catalogue) from a record; a tombstone (no value) removes the year."""
+    try:
+        fiscal_year = int((key or b"").decode("ascii"))
+        if value is None:
+            return fiscal_year, None
+        document = json.loads(value.decode("utf-8"))
+        if document.get("fiscal_year") != fiscal_year:
+            raise ValueError(f"key {fiscal_year} but fiscal_year {document.get('fiscal_year')!r}")
+        items = tuple(_item_from_wire(fiscal_year, wire) for wire in document["items"])
+        return fiscal_year, YearCatalogue(fiscal_year, items, str(document.get("source_file", "")),
+                                          str(document.get("imported_at", "")))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CatalogueRecordError(f"catalogue record with key {(key or b'')[:20]!r} cannot be read: {error}") from None
+
+
+def catalogue_of(years: dict[int, YearCatalogue]) -> Catalogue:
+    return Catalogue([item for year in years.values() for item in year.items])
+
+
+def publish_catalogue(settings: Settings, year: YearCatalogue,
+                      timeout_s: float = CATALOGUE_PUBLISH_TIMEOUT_S) -> str:
+    """Publish a year's catalogue as the admin principal (the topic's only writer); returns the topic.
+
+    Waits for Kafka's acknowledgement (acks=all); raises UserError with the reason otherwise.
+    """
+    from confluent_kafka import Producer
+
+    from services.shared.kafka_security import ADMIN, client_config
+    from services.shared.topics import create_missing_topics, open_admin
+
+    topic = settings.topics.catalogue
+    key, value = catalogue_record(year)
+    admin = open_admin(settings, timeout_s)
+    try:
+        create_missing_topics(admin, settings, [topic], timeout_s)
+    finally:
+        admin.close()
+    producer = Producer({**client_config(settings, ADMIN), "client.id": "reformspor-catalogue-import",
+                         "acks": "all", "enable.idempotence": True, "compression.type": "gzip",
+                         "message.timeout.ms": int(timeout_s * 1000)})
+    failures: list[str] = []
+    producer.produce(topic, key=key, value=value,
+                     on_delivery=lambda error, _message: failures.append(error.str()) if error else None)
+    if producer.flush(timeout_s) or failures:
+        raise UserError(f"Kafka did not take the {year.fiscal_year} catalogue on {topic}: "
+                        f"{failures[0] if failures else f'no acknowledgement in {timeout_s:.0f} s'}")
+    return topic
+
+
+class CatalogueHolder:
+    """Each fiscal year's catalogue, fed by a follower of the catalogue topic (from its beginning).
+
+    `current` is replaced whole on every record, so readers need no lock. Nothing is committed to
+    Kafka: every start reads the (compacted, small) topic again.
+    """
+
+    def __init__(self, settings: Settings, principal: str):
+        self.topic = settings.topics.catalogue
+        self.years: dict[int, YearCatalogue] = {}
+        self.current = Catalogue()
+        self.record_error: str | None = None
+        # principal: the service's Kafka user; the ACLs let budsjett and ingest read the topic.
+        self.follower = TopicFollower(settings, principal, self.topic, self.take, name="catalogue")
+
+    def load(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+        """Follow the topic (start the follower, or start it again if it stopped); the first time, wait
+        until it has read everything the topic held, so nothing is checked against a half-read catalogue."""
+        first = self.follower.thread is None
+        if not self.follower.start(timeout_s if first else 0.0) and first:
+            log.warning("the catalogue topic %s was not read to its end within %.0f s; going on with what was "
+                        "read (%s)", self.topic, timeout_s, self.follower.error or "no error")
+
+    def stop(self) -> None:
+        self.follower.stop()
+
+    def receive(self, key: bytes | None, value: bytes | None) -> None:
+        """One record: replace (or, for a tombstone, drop) its year."""
+        fiscal_year, year = year_from_record(key, value)
+        years = dict(self.years)
+        if year is None:
+            years.pop(fiscal_year, None)
+        else:
+            years[fiscal_year] = year
+        self.years, self.current = years, catalogue_of(years)
+
+    def take(self, record: FollowedRecord) -> None:
+        try:
+            self.receive(record.key, record.value)
+        except CatalogueRecordError as error:  # one bad record costs that record, not the catalogue
+            self.record_error = str(error)
+            log.error("%s", error)
+
+    def status(self) -> dict[str, object]:
+        catalogue = self.current
+        return {"loaded": catalogue.loaded, "items": len(catalogue), "fiscal_years": catalogue.years,
+                "checks": "kap/post checked against the catalogue" if catalogue.loaded
+                else "no catalogue loaded: kap/post checks are skipped",
+                "source": self.topic, "caught_up": self.follower.caught_up.is_set(),
+                "error": self.follower.error or self.record_error}
+
+
+def read_catalogue(settings: Settings, principal: str, timeout_s: float = CATCH_UP_TIMEOUT_S) -> Catalogue:
+    """Every year's catalogue as the topic holds it now (for a one-off reader such as `reformspor replay`)."""
+    holder = CatalogueHolder(settings, principal)
+    holder.load(timeout_s)
+    holder.stop()
+    return holder.current

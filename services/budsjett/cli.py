@@ -251,33 +251,32 @@ def catalogue() -> None:
 
 @catalogue.command("import", short_help="import Finansdepartementet's Gul bok data (xlsx or CSV)",
                    help="Read sheet 'Data' of the Gul bok xlsx (or the same columns as CSV, as Excel saves it: ';' or "
-                        "',', UTF-8 or Windows-1252) and store the items in budsjett's read model. Skipped rows are "
-                        "named by their spreadsheet row number.\n\nFILE is gul_bok_<year>_datagrunnlag.xlsx or a "
-                        "CSV with the same columns.")
+                        "',', UTF-8 or Windows-1252) and publish the year's items as one record on the catalogue "
+                        "topic, replacing that year whole; budsjett and ingest follow it. Skipped rows are named by "
+                        "their spreadsheet row number.\n\nFILE is gul_bok_<year>_datagrunnlag.xlsx or a CSV with the "
+                        "same columns.")
 @click.argument("file")
 @click.option("--year", type=int, default=None, metavar="YYYY",
               help="fiscal year of the file (default: the one year its name states; a name that starts with a "
                    "publication date such as 20241002_ needs --year)")
-@click.option("--db-url", metavar="URL", help="read model URL (default: budsjett's configured database)")
 @pass_options
-def catalogue_import(options: GlobalOptions, file: str, year: int | None, db_url: str | None) -> int:
-    from services.budsjett.catalogue import import_catalogue
-    from services.budsjett.readmodel import ReadModel
+def catalogue_import(options: GlobalOptions, file: str, year: int | None) -> int:
+    from services.budsjett.catalogue import YearCatalogue, import_catalogue, publish_catalogue
+    from services.localstack.stack import require_kafka
 
     settings = options.settings()
     path = Path(file)
     result = import_catalogue(path, year)  # an unreadable file or an unknown year raises one clear line
-    model = ReadModel(db_url or settings.db_url("budsjett"))
-    try:
-        count = model.replace_catalogue(result.fiscal_year, result.items)
-    finally:
-        model.close()
-    print(f"Imported {count} budget items for {result.fiscal_year} from {path.name} into {model.url}")
+    require_kafka(settings)
+    imported_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    topic = publish_catalogue(settings, YearCatalogue(result.fiscal_year, tuple(result.items), path.name, imported_at))
+    print(f"Published {len(result.items)} budget items for {result.fiscal_year} from {path.name} to {topic} "
+          f"(replacing any earlier {result.fiscal_year} catalogue)")
     for report_line in result.ministries.report_lines():
         print(f"  {report_line}")
     if result.skipped:
         print(f"  skipped {len(result.skipped)} rows, e.g. {result.skipped[0]}")
-    print("A running budsjett picks the catalogue up within 10 s.")
+    print("Running budsjett and ingest services follow the topic and check kap/post against it at once.")
     return 0
 
 

@@ -21,7 +21,8 @@ from services.shared.openapi import openapi_handler
 from services.shared.streaming import json_response, problem
 
 if TYPE_CHECKING:
-    from services.budsjett.app import CatalogueHolder, ReadModelSink
+    from services.budsjett.app import ReadModelSink
+    from services.budsjett.catalogue import CatalogueHolder
 
 
 def with_nok(amounts: dict[str, Any]) -> dict[str, Any]:
@@ -126,8 +127,9 @@ LINE_SUMMARY_KEYS = ("line_id", "last_event_time", "events_applied", "totals", "
 
 
 class LedgerRoutes:
-    """GET /v1/lines (?as_of=), /v1/lines/{id} (?as_of=, ?fiscal_year=), /v1/lines/{id}/events (paged) and
-    /v1/status from the read model; the lists also as CSV (?format=csv or Accept: text/csv); /openapi.json."""
+    """GET /v1/lines (?as_of=), /v1/lines/{id} (?as_of=, ?fiscal_year=), /v1/lines/{id}/events (paged),
+    /v1/events/{id} and /v1/status from the read model; the lists also as CSV (?format=csv or Accept: text/csv);
+    /openapi.json."""
 
     def __init__(self, read_model: ReadModel, catalogue: CatalogueHolder, sink: ReadModelSink):
         self.read_model = read_model
@@ -140,6 +142,7 @@ class LedgerRoutes:
         app.router.add_get("/v1/lines/{line_id}/events", self.line_events)
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/openapi.json", openapi_handler(openapi_document))
+        app.router.add_get("/v1/events/{event_id}", self.event)
 
     async def query(self, function: Callable[..., Any], *args: Any) -> Any:
         """A database read off the HTTP loop (a server database may take its time)."""
@@ -195,6 +198,15 @@ class LedgerRoutes:
         return represent(representation, {"line_id": line_id, **paging, "events": events},
                          lambda: CsvTable(EVENT_COLUMNS, [row for event in events for row in event_rows(line_id, event)],
                                           name), headers)
+
+    async def event(self, request: web.Request) -> web.Response:
+        """One event by id: applied (and where), else 404. Rejections are on the dead-letter topic, which
+        ingest follows; this answers only what the read model knows (internal: ingest asks it)."""
+        event_id = request.match_info["event_id"]
+        outcome = await self.query(self.read_model.event_outcome, event_id)
+        if outcome is None:
+            return problem(404, "Event not applied", f"budsjett has not applied an event with id {event_id[:160]!r}")
+        return json_response(outcome)
 
     async def status(self, request: web.Request) -> web.Response:
         lines = await self.query(self.read_model.line_count)

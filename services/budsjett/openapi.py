@@ -68,6 +68,8 @@ def _schemas() -> dict[str, Any]:
                           "events": {"type": "array", "items": audit_event}}},
         "Status": {"type": "object", "properties": {"lines": {"type": "integer"}, "catalogue": {"type": "object"},
                                                     "read_model_pending_rows": {"type": "integer"}}},
+        "AppliedEvent": {"type": "object", "required": ["id", "status"], "properties": {
+            "id": {"type": "string"}, "status": {"enum": ["applied"]}}},
     }
 
 
@@ -97,6 +99,13 @@ def _paths() -> dict[str, Any]:
                                              "one row per cell an event changed)", "EventPage", EVENT_COLUMNS,
                                              next_link),
                           **NEGOTIATION_RESPONSES, "404": UNKNOWN_LINE}}},
+        "/v1/events/{event_id}": {"get": {
+            "summary": "whether budsjett applied one event (ingest asks, for its GET /v1/events/{id})",
+            "parameters": [{"name": "event_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1}}],
+            "responses": {"200": {"description": "applied, and where", "content": {
+                "application/json": {"schema": schema_ref("AppliedEvent")}}},
+                          "404": problem_response("budsjett has not applied an event with this id")}}},
         "/v1/status": {"get": {
             "summary": "how many lines, the catalogue's checks, rows waiting for the read model",
             "responses": {"200": {"description": "status", "content": {

@@ -4,7 +4,8 @@ Derived from the ledger's state, never the other way round (written by the
 worker's sink at each checkpoint, before its Kafka transaction commits): every accepted event
 (unique event id, so a redelivery inserts nothing), its deltas per cell and funding kap/post
 (for `as_of` queries), the current totals per cell and per cell × kap/post as snapshots
-(upserts), the flags, and the budget catalogue. `reformspor replay` can rebuild all of it.
+(upserts) and the flags. `reformspor replay` can rebuild all of it. The budget catalogue
+is not here: budsjett follows it on its Kafka topic (catalogue.CatalogueHolder).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from sqlalchemy import BigInteger, Column, Text, and_, event, func, inspect, sel
 from sqlmodel import Field, Session, SQLModel
 
 from services.budsjett import core
-from services.budsjett.catalogue import CatalogueItem
 from services.shared.db import create_tables, make_engine
 
 
@@ -131,22 +131,6 @@ class BudsjettFlag(SQLModel, table=True):
     overfort_inn_ore: int = _big()
     bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
-
-
-class BudsjettCatalogueItem(SQLModel, table=True):
-    __tablename__ = "budsjett_catalogue_item"
-    fiscal_year: int = Field(primary_key=True)
-    kap: int = Field(primary_key=True)
-    post: int = Field(primary_key=True)
-    ministry: str | None = Field(default=None, max_length=8)
-    fdep_nr: int
-    kap_navn: str = ""
-    post_navn: str = ""
-    stikkord: str = ""
-    amount_ore: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    overslagsbevilgning: bool = False
-    kan_overfores: bool = False
-    usable_under: str = ""  # "kap.post kap.post"
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -488,30 +472,17 @@ class ReadModel:
                                    .order_by(BudsjettFlag.time)).scalars().all()
             return [row.model_dump() for row in rows]
 
-    # --- catalogue ---------------------------------------------------------------------
+    # --- one event, for the publisher (GET /v1/events/{id}) ---------------------------------
 
-    def replace_catalogue(self, fiscal_year: int, items: list[CatalogueItem]) -> int:
-        rows = [dict(fiscal_year=i.fiscal_year, kap=i.kap, post=i.post, ministry=i.ministry, fdep_nr=i.fdep_nr,
-                     kap_navn=i.kap_navn, post_navn=i.post_navn, stikkord=i.stikkord, amount_ore=i.amount_ore,
-                     overslagsbevilgning=i.overslagsbevilgning, kan_overfores=i.kan_overfores,
-                     usable_under=" ".join(f"{k}.{p}" for k, p in sorted(i.usable_under))) for i in items]
-        table = BudsjettCatalogueItem.__table__
-        with self.engine.begin() as connection:
-            connection.execute(table.delete().where(table.c.fiscal_year == fiscal_year))
-            if rows:
-                connection.execute(table.insert(), rows)
-        return len(rows)
-
-    def load_catalogue(self) -> list[CatalogueItem]:
+    def event_outcome(self, event_id: str) -> dict[str, Any] | None:
+        """Where an applied event landed (line, type, fiscal year, when), or None when it is not applied here."""
         with Session(self.engine) as session:
-            rows = session.execute(select(BudsjettCatalogueItem)).scalars().all()
-        return [CatalogueItem(
-            fiscal_year=r.fiscal_year, kap=r.kap, post=r.post, ministry=r.ministry, fdep_nr=r.fdep_nr,
-            kap_navn=r.kap_navn, post_navn=r.post_navn, stikkord=r.stikkord, amount_ore=r.amount_ore,
-            overslagsbevilgning=r.overslagsbevilgning, kan_overfores=r.kan_overfores,
-            usable_under=frozenset(tuple(int(x) for x in ref.split(".")) for ref in r.usable_under.split() if ref),
-        ) for r in rows]
+            row = session.get(BudsjettEvent, event_id)
+            if row is None:
+                return None
+            return {"id": row.event_id, "status": "applied", "line_id": row.line_id, "type": row.kind,
+                    "ministry": row.source_ministry, "fiscal_year": row.fiscal_year,
+                    "corrected_by": row.corrected_by, "applied_at": _rfc3339(_utc(row.recorded_at))}
 
 
-_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettCellPost, BudsjettLine, BudsjettFlag,
-           BudsjettCatalogueItem)
+_TABLES = (BudsjettEvent, BudsjettEffect, BudsjettCell, BudsjettCellPost, BudsjettLine, BudsjettFlag)

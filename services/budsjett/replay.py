@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPar
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from services.budsjett import core
-from services.budsjett.catalogue import Catalogue
+from services.budsjett.catalogue import Catalogue, read_catalogue
 from services.budsjett.readmodel import Batch, ReadModel
 from services.shared.config import Settings
 from services.shared.contract import ContractError
@@ -168,14 +168,8 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
 
 
 def _live_catalogue(settings: Settings) -> Catalogue:
-    try:
-        live = ReadModel(settings.db_url("budsjett"))
-        try:
-            return Catalogue(live.load_catalogue())
-        finally:
-            live.close()
-    except Exception:  # noqa: BLE001 - no live read model: replay without catalogue checks
-        return Catalogue()
+    """Every year's catalogue as the catalogue topic holds it, read as budsjett (the live worker's source)."""
+    return read_catalogue(settings, SERVICE)
 
 
 def replay(settings: Settings, db_url: str, progress: Callable[[str], None] = print,

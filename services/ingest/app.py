@@ -21,6 +21,13 @@ Two halves, one process (streaming.run_service):
   idempotency record of a forwarded event is written by the sink at the
   checkpoint, with the inbound position it came from (see InboundRecordSink).
 
+Both channels also check a budget event's kap/post against its fiscal year's catalogue, which
+ingest follows on the catalogue topic (budsjett.catalogue.CatalogueHolder): a post the year's
+catalogue does not have, or gives to another ministry, is refused (422; label unknown_post or
+another_ministrys_post). GET /v1/events/{id} answers a publisher what became of its event:
+rejected (from the dead-letter topic, which ingest follows into its store), applied (asked of
+budsjett and milepael over HTTP) or pending.
+
 Handler boundaries (issue 16): a bug while checking one event costs that event
 a rejection (422 / dead letter with a correlation id in the reason and the
 log), never a 500, a lost event or a skipped offset.
@@ -50,10 +57,12 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+import aiohttp
 from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -61,17 +70,20 @@ from quixstreams import Application, State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 from sqlalchemy.exc import OperationalError
 
+from services.budsjett.catalogue import Catalogue, CatalogueHolder
 from services.ingest import core
 from services.ingest.core import ItemResult, KnownEvent
 from services.ingest.openapi import ACCEPTED_CONTENT_TYPES, openapi_document
 from services.ingest.store import IngestRecord, IngestStore
 from services.shared.config import Settings
 from services.shared.contract import Event, FieldProblem
+from services.shared.follower import FollowedRecord, TopicFollower
 from services.shared.jsonio import JsonInputError, dumps_compact, dumps_raw, loads_strict
 from services.shared.ministries import default_registry
 from services.shared.logs import setup_logging
 from services.shared.openapi import openapi_handler
-from services.shared.streaming import (PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
+from services.shared.streaming import (DEAD_LETTER_LABEL_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER,
+                                       PARTITIONER, PROBLEM_JSON, DeadLetters, GroupMonitor, Record, Rejection, ServiceHttp,
                                        connection_config, input_topic, make_application, output_topic,
                                        route_outputs, run_service)
 
@@ -138,12 +150,13 @@ def internal_rejection(index: int, document: Any, what: str) -> ItemResult:
                          f"(correlation id {correlation_id})")])
 
 
-def check_events(items: list[Any], ministry: str, settings: Settings) -> list[ItemResult]:
+def check_events(items: list[Any], ministry: str, settings: Settings,
+                 catalogue: Catalogue | None = None) -> list[ItemResult]:
     """core.check_item for each item, behind the boundary; an accepted event must also encode for Kafka."""
     results = []
     for index, item in enumerate(items):
         try:
-            result = core.check_item(index, item, ministry)
+            result = core.check_item(index, item, ministry, catalogue)
             if result.event is not None:
                 outgoing(result.event, settings)
         except Exception:  # noqa: BLE001 - the boundary: a checking bug rejects the event, never more
@@ -358,8 +371,10 @@ class HttpFrontDoor:
     """POST /v1/events: authenticate, read, check, forward, answer."""
 
     def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics, dead_letters: DeadLetters,
-                 forwarder: Forwarder, inbound_in_flight: Callable[[str], str | None]):
+                 forwarder: Forwarder, inbound_in_flight: Callable[[str], str | None],
+                 catalogue: CatalogueHolder | None = None):
         self.settings = settings
+        self.catalogue = catalogue
         self.store = store
         self.metrics = metrics
         self.dead_letters = dead_letters
@@ -410,7 +425,7 @@ class HttpFrontDoor:
         return await self.accept(items, is_batch, ministry, atomic)
 
     async def accept(self, items: list[Any], is_batch: bool, ministry: str, atomic: bool) -> web.Response:
-        results = check_events(items, ministry, self.settings)
+        results = check_events(items, ministry, self.settings, self.catalogue.current if self.catalogue else None)
         candidates = [r.event.id for r in core.to_send(results)]
         known = await asyncio.to_thread(self.store.known, candidates) if candidates else {}
         settle(results, known, self.inbound_in_flight, atomic)  # no await from here to forward's claim
@@ -459,6 +474,76 @@ class HttpFrontDoor:
         return problem_response(core.problem(error.status, error.slug, error.detail))
 
 
+# --- one event's outcome: GET /v1/events/{id} ---------------------------------------------------------
+
+# The services that apply events, asked in turn whether they applied one (they answer from their read models).
+OWNING_SERVICES = ("budsjett", "milepael")
+OUTCOME_TIMEOUT_S = 3.0
+
+
+class Rejections:
+    """Every service's rejections, read from the dead-letter topic into ingest's store by event id.
+
+    Resumes after the last dead letter it kept; one that names no event id (a malformed body) is skipped.
+    """
+
+    def __init__(self, settings: Settings, store: IngestStore):
+        self.store = store
+        self.follower = TopicFollower(settings, "ingest", settings.topics.dead_letter, self.take,
+                                      store.dead_letter_positions, name="deadletters")
+
+    def take(self, record: FollowedRecord) -> None:
+        headers = dict(record.headers)
+
+        def text(name: str) -> str:
+            return (headers.get(name) or b"").decode("utf-8", "replace")
+
+        fact = core.rejection_from_dead_letter(record.value, text(DEAD_LETTER_SOURCE_HEADER),
+                                               text(DEAD_LETTER_REASON_HEADER), text(DEAD_LETTER_LABEL_HEADER),
+                                               text(PUBLISHER_HEADER) or None)
+        if fact is not None:
+            self.store.record_rejection(fact, record.partition, record.offset)
+
+
+class EventStatusRoute:
+    """GET /v1/events/{id}: applied, pending or rejected (with the reason), for the caller's own events only."""
+
+    def __init__(self, settings: Settings, store: IngestStore, front: HttpFrontDoor):
+        self.settings = settings
+        self.store = store
+        self.front = front
+
+    async def get_event(self, request: web.Request) -> web.Response:
+        ministry = await self.front.ministry_of(request.headers.get("Authorization"))
+        if ministry is None:
+            return problem_response(core.problem(401, "unauthorized", "send Authorization: Bearer <token>"),
+                                    headers={"WWW-Authenticate": 'Bearer realm="reformspor"'})
+        event_id = request.match_info["event_id"]
+        record, rejections = await asyncio.to_thread(self.store.event_facts, event_id)
+        accepted_by = record.ministry if record is not None else None
+        applied = await self.ask_owners(event_id) if accepted_by == ministry else None
+        status = core.decide_event_status(event_id, ministry, accepted_by, rejections, applied)
+        if status is None:  # another ministry's event is as unknown to this caller as one never sent
+            return problem_response(core.problem(404, "unknown-event", f"{ministry} has published no event with id "
+                                                                       f"{event_id[:128]!r} that ingest knows of"))
+        return web.Response(body=json_bytes(status.to_json()), content_type="application/json")
+
+    async def ask_owners(self, event_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(service, its answer) from the first owning service that applied the event; None: none has (yet)."""
+        timeout = aiohttp.ClientTimeout(total=OUTCOME_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for service in OWNING_SERVICES:
+                url = f"{self.settings.service_url(service)}/v1/events/{urllib.parse.quote(event_id, safe='')}"
+                try:
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return service, await response.json()
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:  # not applied as far as we can tell
+                    # info, not warning: a publisher polling --wait would repeat it every second
+                    log.info("cannot ask %s about event %s: %s", service, event_id[:128], error)
+        return None
+
+
 async def read_limited(stream: web.StreamReader, max_bytes: int) -> bytes:
     """At most max_bytes + 1 bytes of a body: enough to tell that it is too large, never more."""
     raw = b""
@@ -481,10 +566,12 @@ class InboundAccepted:
 class InboundChannel:
     """The Quix step for every `<prefix>inbound.<CODE>`: the topic names the publisher; check, forward or dead-letter."""
 
-    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics):
+    def __init__(self, settings: Settings, store: IngestStore, metrics: Metrics,
+                 catalogue: CatalogueHolder | None = None):
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.catalogue = catalogue
         # Forwarded in the current checkpoint, not in the store yet (the sink writes it): id → content hash.
         self.pending: dict[str, str] = {}
         self.http_in_flight: Callable[[str], str | None] = lambda event_id: None
@@ -515,7 +602,8 @@ class InboundChannel:
         except JsonInputError as error:
             self.metrics.events.labels(channel="kafka", outcome="rejected").inc()
             raise Rejection([str(error)], "malformed") from None
-        [result] = check_events([document], ministry, self.settings)
+        [result] = check_events([document], ministry, self.settings,
+                                self.catalogue.current if self.catalogue else None)
         settle([result], self.known(result), self.in_flight_hash, atomic=False)
         self.metrics.count([result], "kafka")
         if result.status == core.DUPLICATE:
@@ -605,6 +693,8 @@ class IngestService:
     monitor: GroupMonitor
     sender: KafkaSender
     stream: Callable[[], Application]
+    catalogue: CatalogueHolder
+    rejections: Rejections
 
 
 def build(settings: Settings) -> IngestService:
@@ -613,10 +703,11 @@ def build(settings: Settings) -> IngestService:
     metrics = Metrics(registry, dead_letters)
     store = IngestStore(settings.db_url("ingest"))
     sender = KafkaSender(settings)
+    catalogue = CatalogueHolder(settings, "ingest")
     forwarder = Forwarder(settings, store, metrics, sender)
-    inbound = InboundChannel(settings, store, metrics)
+    inbound = InboundChannel(settings, store, metrics, catalogue)
     inbound.http_in_flight = forwarder.in_flight_hash
-    front = HttpFrontDoor(settings, store, metrics, dead_letters, forwarder, inbound.pending_hash)
+    front = HttpFrontDoor(settings, store, metrics, dead_letters, forwarder, inbound.pending_hash, catalogue)
 
     def stream() -> Application:
         """The inbound topic's Quix application; built again after a Kafka client error (run_service)."""
@@ -633,16 +724,33 @@ def build(settings: Settings) -> IngestService:
     monitor = GroupMonitor(settings, "ingest", inbound_topics(settings), registry)
     http = ServiceHttp("ingest", settings, registry, monitor)
     http.app.router.add_post("/v1/events", front.post_events)
+    http.app.router.add_get("/v1/events/{event_id}", EventStatusRoute(settings, store, front).get_event)
+    http.app.router.add_get("/v1/status", CatalogueStatus(catalogue).get)
     http.app.router.add_get("/openapi.json", openapi_handler(openapi_document))
     http.ready_checks.append(sender.problems)
-    return IngestService(http, monitor, sender, stream)
+    return IngestService(http, monitor, sender, stream, catalogue, Rejections(settings, store))
+
+
+@dataclass(frozen=True)
+class CatalogueStatus:
+    """GET /v1/status: what ingest checks kap/post against (the catalogue it follows)."""
+
+    catalogue: CatalogueHolder
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.Response(body=dumps_compact({"catalogue": self.catalogue.status()}),
+                            content_type="application/json")
 
 
 def main(settings: Settings) -> None:
     setup_logging("ingest", settings.log_level)
     service = build(settings)
     service.sender.start()
+    service.catalogue.load()  # checks start with the catalogue as the topic holds it, not half-read
+    service.rejections.follower.start(timeout_s=0)
     try:
         run_service(service.stream(), service.http, service.monitor, rebuild=service.stream)
     finally:
         service.sender.stop()  # flush what the HTTP channel has in flight
+        service.rejections.follower.stop()
+        service.catalogue.stop()

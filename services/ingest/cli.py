@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
-from typing import Any, Iterator, TextIO
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TextIO
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.ingest.client import IngestClient, IngestError
+from services.ingest.client import IngestClient, IngestError, IngestUnavailable
 from services.ingest.publishfile import FORMATS, EventsFile, read_events_file
 from services.shared.clikit import GlobalOptions, HelpGroup, console_on, pass_options, print_table
 from services.shared.secretinput import secret_from
 from services.shared.usererror import UserError
 
 BATCH_EVENTS = 200
+DEFAULT_WAIT_TIMEOUT_S = 60.0
+WAIT_POLL_S = 1.0
 
 
 def register(cli: click.Group) -> None:
@@ -109,9 +113,14 @@ def tokens_revoke(options: GlobalOptions, credential_id: int) -> int:
 @click.option("--token-file", metavar="FILE", help="read the bearer token from this file (keeps it out of `ps`)")
 @click.option("--atomic", is_flag=True, help="all or nothing, per request (at most 500 events)")
 @click.option("--format", "file_format", type=click.Choice(FORMATS), help="override detection by file name and content")
+@click.option("--wait", is_flag=True, help="after the upload, wait until every accepted event is applied or rejected "
+                                           "downstream (budsjett, milepael) and print each rejection with its row; "
+                                           "exit 1 if any was rejected or is still pending at the timeout")
+@click.option("--wait-timeout-s", type=click.FloatRange(min=0), default=DEFAULT_WAIT_TIMEOUT_S, show_default=True,
+              metavar="N", help="how long --wait waits, in seconds")
 @pass_options
 def publish(options: GlobalOptions, file: str, url: str | None, token: str | None, token_file: str | None,
-            atomic: bool, file_format: str | None) -> int:
+            atomic: bool, file_format: str | None, wait: bool, wait_timeout_s: float) -> int:
     token = secret_from(token, token_file, "REFORMSPOR_TOKEN")
     if not token:
         raise UserError("give --token or --token-file, or set REFORMSPOR_TOKEN "
@@ -121,7 +130,8 @@ def publish(options: GlobalOptions, file: str, url: str | None, token: str | Non
         raise UserError(f"{file}: no events in the file; nothing was sent", exit_code=1)
     err = console_on(stderr=True)  # retry lines go through the console that draws the bar, so they print above it
     with IngestClient(url or options.settings().service_url("ingest"), token, on_retry=err.print) as client:
-        return publish_events(client, events_file, atomic=atomic, err=err)
+        return publish_events(client, events_file, atomic=atomic, err=err,
+                              wait_timeout_s=wait_timeout_s if wait else None)
 
 
 @contextmanager
@@ -133,7 +143,9 @@ def progress_bar(err: Console, total_events: int) -> Iterator[Progress]:
 
 
 def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool = False,
-                   out: TextIO | None = None, err: Console | None = None, batch_events: int = BATCH_EVENTS) -> int:
+                   out: TextIO | None = None, err: Console | None = None, batch_events: int = BATCH_EVENTS,
+                   wait_timeout_s: float | None = None) -> int:
+    """Upload the file's events and print the summary; with wait_timeout_s, then wait for the downstream outcomes."""
     out, err = out or sys.stdout, err or console_on(stderr=True)  # looked up now: tests and pipes replace sys.stdout
     events = events_file.events
     results: list[dict[str, Any]] = []
@@ -150,7 +162,89 @@ def publish_events(client: IngestClient, events_file: EventsFile, atomic: bool =
         err.print(f"error: {error}")
         err.print(f"{len(results)} of {len(events)} events were answered before the error; resending the file is safe.")
         return 2
-    return print_summary(results, events_file, out)
+    code = print_summary(results, events_file, out)
+    if wait_timeout_s is None:
+        return code
+    waited = wait_for_outcomes(client, accepted_locations(results, events_file), wait_timeout_s, out, err.file)
+    return max(code, waited.exit_code)
+
+
+def accepted_locations(results: list[dict[str, Any]], events_file: EventsFile) -> dict[str, str]:
+    """Event id → where it is in the file, for every event ingest took (accepted now or before)."""
+    return {result["id"]: events_file.locations[result["index"]] for result in results
+            if result.get("status") in ("accepted", "duplicate") and result.get("id")}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str
+    location: str
+    status: str
+    reason: str = ""
+    reason_label: str = ""
+
+
+@dataclass(frozen=True)
+class WaitSummary:
+    applied: tuple[str, ...]
+    rejected: tuple[Outcome, ...]
+    pending: tuple[Outcome, ...]  # still pending (or unknown to ingest) at the timeout
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.rejected or self.pending else 0
+
+
+def wait_for_outcomes(client: IngestClient, ids: dict[str, str], timeout_s: float, out: TextIO,
+                      err: TextIO | None = None, poll_s: float = WAIT_POLL_S,
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> WaitSummary:
+    """Poll GET /v1/events/{id} for `ids` (id → row) until none is pending or timeout_s has passed.
+
+    A progress line goes to `err`; each rejection (with its row and reason) and what is still pending
+    go to `out`. The CLI's --wait is a thin flag over this.
+    """
+    err = err or sys.stderr
+    deadline = clock() + timeout_s
+    decided: dict[str, Outcome] = {}
+    while True:
+        for event_id in [i for i in ids if i not in decided]:
+            outcome = poll_outcome(client, event_id, ids[event_id])
+            if outcome is not None and outcome.status != "pending":
+                decided[event_id] = outcome
+        waiting = len(ids) - len(decided)
+        rejected = sum(1 for o in decided.values() if o.status == "rejected")
+        err.write(f"waiting for downstream outcomes: {len(decided) - rejected} applied, {rejected} rejected, "
+                  f"{waiting} pending\n")
+        err.flush()
+        if not waiting or clock() >= deadline:
+            break
+        sleep(min(poll_s, max(deadline - clock(), 0.0)))
+    return report_outcomes(ids, decided, timeout_s, out)
+
+
+def poll_outcome(client: IngestClient, event_id: str, location: str) -> Outcome | None:
+    """One event's outcome now (None: not known to ingest, or ingest did not answer this time)."""
+    try:
+        status = client.event_status(event_id)
+    except IngestUnavailable:
+        return None
+    if status is None:
+        return None
+    return Outcome(event_id, location, status["status"], status.get("reason") or "", status.get("reason_label") or "")
+
+
+def report_outcomes(ids: dict[str, str], decided: dict[str, Outcome], timeout_s: float, out: TextIO) -> WaitSummary:
+    rejected = tuple(o for o in decided.values() if o.status == "rejected")
+    applied = tuple(i for i, o in decided.items() if o.status == "applied")
+    pending = tuple(Outcome(i, location, "pending") for i, location in ids.items() if i not in decided)
+    print(f"downstream: applied {len(applied)}, rejected {len(rejected)}, still pending {len(pending)}", file=out)
+    for outcome in rejected:
+        print(f"  {outcome.location} id={outcome.event_id} rejected downstream ({outcome.reason_label}): "
+              f"{outcome.reason}", file=out)
+    for outcome in pending:
+        print(f"  {outcome.location} id={outcome.event_id} still pending after {timeout_s:.0f} s", file=out)
+    return WaitSummary(applied, rejected, pending)
 
 
 def print_summary(results: list[dict[str, Any]], events_file: EventsFile, out: TextIO) -> int:

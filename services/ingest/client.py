@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any, Callable
 
 import httpx
@@ -98,6 +99,27 @@ class IngestClient:
             for result in self._post_batch(batch, atomic):
                 results.append({**result, "index": start + int(result.get("index", 0))})
         return results
+
+    def event_status(self, event_id: str) -> dict[str, Any] | None:
+        """GET /v1/events/{id}: {"id", "status": applied | pending | rejected, "reason", …}; None when ingest
+        knows no event of this publisher with that id. Transient failures raise IngestUnavailable (not retried:
+        the caller polls again)."""
+        url = f"{self.base_url}/v1/events/{urllib.parse.quote(event_id, safe='')}"
+        try:
+            response = self.http.get(url)
+        except httpx.ConnectError as error:
+            raise IngestUnavailable(0, {"title": "ingest unreachable", "detail": str(error)}) from None
+        except httpx.TransportError as error:
+            raise IngestUnavailable(0, {"title": "no answer from ingest",
+                                        "detail": str(error) or type(error).__name__}) from None
+        if response.status_code == 404:
+            return None
+        if response.status_code in TRANSIENT_STATUSES:
+            raise IngestUnavailable(response.status_code, _problem(response.content))
+        document = _problem(response.content)
+        if response.status_code != 200 or "status" not in document:
+            raise IngestError(response.status_code, document)
+        return document
 
     def _post_batch(self, batch: list[Any], atomic: bool) -> list[dict[str, Any]]:
         retrying = tenacity.Retrying(

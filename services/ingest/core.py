@@ -20,6 +20,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from services.budsjett.catalogue import Catalogue, PostRejection, check_post
 from services.budsjett.core import TRANSFER_TYPE
 from services.shared.contract import ContractError, Event, FieldProblem, parse_event
 from services.shared.jsonio import JsonInputError, loads_strict
@@ -49,6 +50,7 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "unprocessable-body": ("Request body not accepted", "Innholdet kan ikke behandles"),
     "kafka-unavailable": ("Event log unavailable, retry later", "Hendelsesloggen er utilgjengelig, prøv igjen"),
     "batch-failed": ("No event in the batch was accepted", "Ingen hendelser i bunken ble godtatt"),
+    "unknown-event": ("No event of yours with this id", "Ingen hendelse fra dere med denne id-en"),
 }
 
 
@@ -151,8 +153,22 @@ def authorization_problems(event: Event, publisher_ministry: str) -> list[FieldP
     return []
 
 
-def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult:
-    """Validate one event and check it against the publisher's identity."""
+def catalogue_rejection(event: Event, catalogue: Catalogue | None) -> PostRejection | None:
+    """Does the event name a kap/post that its fiscal year's catalogue refuses (unknown, or another ministry's)?
+
+    The same rule budsjett applies (catalogue.check_post), checked here so the publisher hears it at once.
+    A year with no catalogue is not checked, and never against another year's items.
+    """
+    data = event.data
+    kap, post = getattr(data, "kap", None), getattr(data, "post", None)
+    if catalogue is None or not event.is_budget or kap is None or post is None:
+        return None
+    rejection = check_post(catalogue, data.fiscal_year, data.ministry, kap, post)
+    return rejection if rejection is not None and rejection.refuses else None
+
+
+def check_item(index: int, document: Any, publisher_ministry: str, catalogue: Catalogue | None = None) -> ItemResult:
+    """Validate one event and check it against the publisher's identity and its year's budget catalogue."""
     result = ItemResult(index=index, raw=document)
     internal = internal_type_problems(document)
     if internal:
@@ -172,6 +188,11 @@ def check_item(index: int, document: Any, publisher_ministry: str) -> ItemResult
     forbidden = authorization_problems(event, publisher_ministry)
     if forbidden:
         result.status, result.code, result.label, result.problems = REJECTED, CODE_FORBIDDEN, LABEL_WRONG_PUBLISHER, forbidden
+        return result
+    refused = catalogue_rejection(event, catalogue)
+    if refused is not None:  # 422, not 403: the ministry may publish, but not under that kap/post
+        result.status, result.code, result.label = REJECTED, CODE_INVALID, refused.kind.value
+        result.problems = [FieldProblem("data.post", refused.reason)]
     return result
 
 
@@ -287,6 +308,91 @@ def response_body(results: list[ItemResult], status: int) -> dict[str, Any]:
 
 def dead_letter_reason_label(result: ItemResult) -> str:
     return result.label or {CODE_FORBIDDEN: "forbidden", CONFLICT: "conflict"}.get(result.code, "invalid")
+
+
+# --- one event's outcome, for its publisher (GET /v1/events/{id}) ---------------------------------
+
+APPLIED, PENDING = "applied", "pending"
+INGEST_SERVICE = "ingest"
+SOURCE_PREFIX = "urn:no:dep:"
+
+
+@dataclass(frozen=True)
+class RejectionFact:
+    """A dead letter about one event id: which service refused it, why, and whose event it was."""
+
+    event_id: str
+    ministry: str  # "" when the publisher is not known for certain: then no one is shown it
+    service: str
+    reason: str
+    label: str
+
+
+def rejection_from_dead_letter(value: bytes | None, service: str, reason: str, label: str,
+                               publisher: str | None) -> RejectionFact | None:
+    """The fact a dead letter states, or None when it names no event id (a malformed body, say).
+
+    The publisher: ingest's own dead letters carry the authenticated one in a header; a downstream
+    service's dead letter holds the envelope ingest forwarded, whose source ingest had checked.
+    """
+    try:
+        document = loads_strict(value or b"")
+    except JsonInputError:
+        return None
+    event_id = document.get("id") if isinstance(document, dict) else None
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 128:
+        return None
+    if service == INGEST_SERVICE:
+        ministry = publisher or ""
+    else:
+        source = document.get("source")
+        ministry = source.removeprefix(SOURCE_PREFIX) if isinstance(source, str) and source.startswith(SOURCE_PREFIX) else ""
+    return RejectionFact(event_id, ministry[:8], service[:16], reason, label[:64])
+
+
+@dataclass(frozen=True)
+class EventStatus:
+    event_id: str
+    status: str  # applied | pending | rejected
+    ministry: str
+    decided_by: str | None = None  # the service that applied or rejected it
+    reason: str | None = None
+    reason_label: str | None = None
+    applied: dict[str, Any] | None = None  # where the owning service applied it
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.event_id, "status": self.status, "ministry": self.ministry}
+        if self.decided_by:
+            body["decided_by"] = self.decided_by
+        if self.status == REJECTED:
+            body |= {"reason": self.reason, "reason_label": self.reason_label}
+        if self.applied is not None:
+            body["applied"] = self.applied
+        return body
+
+
+def decide_event_status(event_id: str, caller: str, accepted_by: str | None, rejections: list[RejectionFact],
+                        applied: tuple[str, dict[str, Any]] | None) -> EventStatus | None:
+    """applied, pending or rejected, for the event's own ministry only (None: not known to this caller, 404).
+
+    accepted_by: the ministry ingest accepted the event from (None: never accepted); applied: (service,
+    its answer) when a downstream service applied it. A downstream rejection wins; an ingest rejection
+    counts only when the id was never accepted (a later, corrected resend of the same id was).
+    """
+    owner = accepted_by or next((r.ministry for r in rejections if r.ministry), None)
+    if owner is None or owner != caller:
+        return None
+    downstream = [r for r in rejections if r.service != INGEST_SERVICE and r.ministry == owner]
+    at_ingest = [r for r in rejections if r.service == INGEST_SERVICE and r.ministry == owner]
+    if downstream:
+        first = downstream[0]
+        return EventStatus(event_id, REJECTED, owner, first.service, first.reason, first.label)
+    if applied is not None:
+        return EventStatus(event_id, APPLIED, owner, applied[0], applied=applied[1])
+    if accepted_by is not None:
+        return EventStatus(event_id, PENDING, owner)
+    first = at_ingest[0]
+    return EventStatus(event_id, REJECTED, owner, first.service, first.reason, first.label)
 
 
 # --- credentials ------------------------------------------------------------------

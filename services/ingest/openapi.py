@@ -100,6 +100,21 @@ def _document() -> dict[str, Any]:
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}},
         "summary": {"$ref": "#/components/schemas/Summary"}}, "required": ["results", "summary"]}
     schemas["Problem"] = problem_schema(_problem_extras(), "`errors` lists every field error, `results` every event.")
+    schemas["EventStatus"] = {
+        "type": "object",
+        "description": "What became of one event: applied by the service that owns it, still pending (accepted by "
+                       "ingest, not yet applied), or rejected (by ingest or downstream) with the reason.",
+        "properties": {
+            "id": {"type": "string"}, "status": {"enum": [core.APPLIED, core.PENDING, core.REJECTED]},
+            "ministry": {"type": "string"},
+            "decided_by": {"type": "string", "description": "the service that applied or rejected it"},
+            "reason": {"type": "string"},
+            "reason_label": {"type": "string", "description": "short, bounded: unknown_post, another_ministrys_post, "
+                                                              "conflict, rejected, …"},
+            "applied": {"type": "object", "description": "where the owning service applied it (line or reform)"},
+        },
+        "required": ["id", "status", "ministry"],
+    }
 
     def ok(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}
@@ -137,8 +152,26 @@ def _document() -> dict[str, Any]:
                     "409": problem_response("an event id was already accepted with other content"),
                     "413": problem_response("body or batch too large"),
                     "415": problem_response("Content-Type is not one of the request body's media types"),
-                    "422": problem_response("invalid events (every field error listed) or unacceptable body"),
+                    "422": problem_response("invalid events (every field error listed), a kap/post that the fiscal "
+                                            "year's budget catalogue does not have or gives to another ministry, or "
+                                            "an unacceptable body"),
                     "503": problem_response("Kafka unavailable; retry", {"Retry-After": {"schema": {"type": "integer"}}}),
+                },
+            }},
+            "/v1/status": {"get": {
+                "summary": "what ingest checks kap/post against: the budget catalogue it follows", "security": [],
+                "responses": {"200": {"description": "the catalogue's status", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["catalogue"],
+                                                    "properties": {"catalogue": {"type": "object"}}}}}}}}},
+            "/v1/events/{id}": {"get": {
+                "summary": "What became of one of your events: applied, pending or rejected (with the reason)",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the event's status",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventStatus"}}}},
+                    "401": problem_response("missing or invalid token", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "404": problem_response("no event with this id from the token's ministry (another ministry's event "
+                                            "is answered the same way)"),
                 },
             }},
         },

@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import Column, DateTime, String
+from sqlalchemy import Column, DateTime, String, Text, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
-from services.ingest.core import KnownEvent
+from services.ingest.core import KnownEvent, RejectionFact
 from services.shared.db import create_tables, make_engine
 
 
@@ -56,10 +56,28 @@ class IngestRecord(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class IngestRejection(SQLModel, table=True):
+    """A rejection read from the dead-letter topic (any service's), so a publisher can ask by event id.
+
+    One row per event id and rejecting service; its dead-letter position lets ingest resume there.
+    ministry is the authenticated publisher (ingest's header, or the envelope a service got from ingest).
+    """
+
+    __tablename__ = "ingest_rejection"
+    event_id: str = Field(primary_key=True, max_length=128)
+    service: str = Field(primary_key=True, max_length=16)
+    ministry: str = Field(default="", max_length=8)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    label: str = Field(default="", max_length=64)
+    partition: int = -1
+    offset: int = -1
+    rejected_at: datetime = Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class IngestStore:
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        create_tables(self.engine, [IngestCredential.__table__, IngestRecord.__table__])
+        create_tables(self.engine, [IngestCredential.__table__, IngestRecord.__table__, IngestRejection.__table__])
 
     # --- credentials -------------------------------------------------------------
 
@@ -126,6 +144,32 @@ class IngestStore:
                         session.commit()
                     except IntegrityError:
                         session.rollback()
+
+    # --- rejections from the dead-letter topic, and one event's facts ------------------------------
+
+    def record_rejection(self, fact: RejectionFact, partition: int, offset: int) -> None:
+        """Keep the latest rejection per event id and service (a dead letter read again changes nothing)."""
+        with Session(self.engine) as session:
+            session.merge(IngestRejection(event_id=fact.event_id, service=fact.service, ministry=fact.ministry,
+                                          reason=fact.reason, label=fact.label, partition=partition, offset=offset))
+            session.commit()
+
+    def dead_letter_positions(self) -> dict[int, int]:
+        """Per dead-letter partition, the offset after the last rejection kept (where to resume)."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(IngestRejection.partition, func.max(IngestRejection.offset))
+                                .where(IngestRejection.partition >= 0).group_by(IngestRejection.partition))
+            return {partition: offset + 1 for partition, offset in rows}
+
+    def event_facts(self, event_id: str) -> tuple[IngestRecord | None, list[RejectionFact]]:
+        """What ingest knows of one event id: its acceptance record and the rejections read for it."""
+        with Session(self.engine) as session:
+            record = session.get(IngestRecord, event_id)
+            rows = session.exec(select(IngestRejection).where(IngestRejection.event_id == event_id)).all()
+            facts = [RejectionFact(r.event_id, r.ministry, r.service, r.reason, r.label) for r in rows]
+            if record is not None:
+                session.expunge(record)
+            return record, facts
 
     def dispose(self) -> None:
         self.engine.dispose()

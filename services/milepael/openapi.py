@@ -34,6 +34,8 @@ def _schemas() -> dict[str, Any]:
             "stages": {"type": "array", "items": {"type": "object", "required": list(stage_summary),
                                                   "properties": stage}},
             "decisions": {"type": "array"}, "baselines": {"type": "array"}, "adjustments": {"type": "array"}}},
+        "AppliedEvent": {"type": "object", "required": ["id", "status"], "properties": {
+            "id": {"type": "string"}, "status": {"enum": ["applied"]}}},
     }
 
 
@@ -50,6 +52,13 @@ def _paths() -> dict[str, Any]:
             "parameters": [reform_id, FORMAT_PARAMETER],
             "responses": {"200": json_or_csv("the reform (as CSV: its stages)", "Reform", STAGE_COLUMNS),
                           **NEGOTIATION_RESPONSES, "404": problem_response("no reform with this reform_id")}}},
+        "/v1/events/{event_id}": {"get": {
+            "summary": "whether milepael applied one event (ingest asks, for its GET /v1/events/{id})",
+            "parameters": [{"name": "event_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1}}],
+            "responses": {"200": {"description": "applied, and where", "content": {
+                "application/json": {"schema": schema_ref("AppliedEvent")}}},
+                          "404": problem_response("milepael has not applied an event with this id")}}},
     }
 
 

@@ -133,8 +133,17 @@ class MilepaelAdjustment(SQLModel, table=True):
     emitted_at: str
 
 
+class MilepaelAppliedEvent(SQLModel, table=True):
+    """A reform event milepael applied (for GET /v1/events/{id}); the reform's state keeps only recent ids."""
+
+    __tablename__ = "milepael_applied_events"
+    event_id: str = Field(primary_key=True, max_length=128)
+    reform_id: str = Field(max_length=64)
+    recorded_at: datetime = Field(default_factory=_now)
+
+
 TABLES = [MilepaelReform, MilepaelStatePartition, MilepaelStage, MilepaelMilestone, MilepaelFunding, MilepaelDecision,
-          MilepaelBaseline, MilepaelAdjustment]
+          MilepaelBaseline, MilepaelAdjustment, MilepaelAppliedEvent]
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class ReadModel:
                         started_on=date.fromisoformat(m["started_on"]) if m["started_on"] else None,
                         completed_on=date.fromisoformat(m["completed_on"]) if m["completed_on"] else None,
                         forecast_date=date.fromisoformat(m["forecast_date"]) if m["forecast_date"] else None))
+            self._record_applied(session, state)
             for d in state["decisions"]:
                 session.merge(MilepaelDecision(reform_id=state["reform_id"], **d))
             for b in state["baselines"]:
@@ -203,6 +213,25 @@ class ReadModel:
                     milestone_due=json.dumps(b["milestone_due"]), reason=b["reason"], event_id=b["event_id"],
                     recorded_at=b["recorded_at"]))
             session.commit()
+
+    @staticmethod
+    def _record_applied(session: Session, state: dict) -> None:
+        """Keep every id the state has applied; the state's own list is bounded, this table is not."""
+        ids = set(state["processed_ids"])
+        if not ids:
+            return
+        known = set(session.exec(select(MilepaelAppliedEvent.event_id).where(MilepaelAppliedEvent.event_id.in_(ids))))
+        session.add_all(MilepaelAppliedEvent(event_id=event_id, reform_id=state["reform_id"])
+                        for event_id in sorted(ids - known))
+
+    def event_outcome(self, event_id: str) -> dict[str, Any] | None:
+        """An applied reform event (its reform, when it was recorded), or None when milepael has not applied it."""
+        with Session(self.engine) as session:
+            row = session.get(MilepaelAppliedEvent, event_id)
+            if row is None:
+                return None
+            return {"id": row.event_id, "status": "applied", "reform_id": row.reform_id,
+                    "applied_at": row.recorded_at.replace(tzinfo=row.recorded_at.tzinfo or timezone.utc).isoformat()}
 
     @staticmethod
     def _adjustments(session: Session, reform_id: str) -> list[dict[str, Any]]:

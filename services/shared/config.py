@@ -72,6 +72,10 @@ class Topics:
         return f"{self.prefix}deadletter"
 
     @property
+    def catalogue(self) -> str:  # each fiscal year's budget catalogue (Gul bok), key fiscal year (compacted)
+        return f"{self.prefix}catalogue"
+
+    @property
     def inbound_prefix(self) -> str:  # every ministry's own inbound topic starts with this
         return f"{self.prefix}inbound."
 
@@ -87,10 +91,10 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.budget, self.reform, self.totals, self.notifications, self.justering,
-                self.milepael_ticks, self.dead_letter]
+                self.milepael_ticks, self.dead_letter, self.catalogue]
 
     def compacted(self) -> set[str]:
-        return {self.totals}
+        return {self.totals, self.catalogue}
 
     def short_lived(self) -> set[str]:
         return {self.milepael_ticks}

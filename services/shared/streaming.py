@@ -49,6 +49,7 @@ log = logging.getLogger("reformspor.streaming")
 
 DEAD_LETTER_REASON_HEADER = "reformspor-reason"
 DEAD_LETTER_SOURCE_HEADER = "reformspor-source"
+DEAD_LETTER_LABEL_HEADER = "reformspor-reason-label"  # the metric's bounded label (unknown_post, conflict, …)
 # Kafka refuses messages over ~1 MB by default; a dead letter is cut to fit and says so.
 DEAD_LETTER_MAX_BYTES = 512 * 1024
 
@@ -167,7 +168,8 @@ class DeadLetters:
             reason += f" (message cut from {len(body)} to {DEAD_LETTER_MAX_BYTES} bytes)"
             body = body[:DEAD_LETTER_MAX_BYTES]
         headers = ((DEAD_LETTER_REASON_HEADER, reason[:4000].encode("utf-8", "replace")),
-                   (DEAD_LETTER_SOURCE_HEADER, self.service.encode("utf-8")))
+                   (DEAD_LETTER_SOURCE_HEADER, self.service.encode("utf-8")),
+                   (DEAD_LETTER_LABEL_HEADER, rejection.label.encode("utf-8", "replace")))
         log.warning("dead letter (%s): %s", rejection.label, reason[:500],
                     extra={"reason": rejection.label, "key": (key or b"").decode("utf-8", "replace")[:200]})
         return Record(self.topic, key, body, headers)

@@ -76,4 +76,6 @@ def _topic_options(settings: Settings, name: str) -> dict:
         config = {"retention.ms": str(24 * 3600 * 1000)}
     else:
         config = {"retention.ms": "-1"}  # the log of record keeps everything
-    return {"num_partitions": settings.partitions, "replication_factor": 1, "configs": config}
+    # The catalogue is a handful of records (one per fiscal year) that every reader takes whole: one partition.
+    partitions = 1 if name == topics.catalogue else settings.partitions
+    return {"num_partitions": partitions, "replication_factor": 1, "configs": config}

@@ -21,7 +21,6 @@ from services.budsjett.catalogue import (
     read_rows,
     resolve_fiscal_year,
 )
-from services.budsjett.readmodel import ReadModel
 from services.shared.tabular import Record
 
 GUL_BOK = Path("/work/shared/data/gul_bok_2024_datagrunnlag.xlsx")
@@ -196,15 +195,6 @@ def test_csv_as_norwegian_excel_saves_it_in_windows_1252(tmp_path):
     assert item.post_navn == "Særskilte driftsutgifter" and item.amount_ore == 3_177_400_000
 
 
-def test_catalogue_round_trips_through_the_read_model(tmp_path, gul_bok_items):
-    model = ReadModel(f"sqlite:///{tmp_path / 'budsjett.db'}")
-    assert model.replace_catalogue(2024, gul_bok_items.items) == len(gul_bok_items.items)
-    assert model.replace_catalogue(2024, gul_bok_items.items) == len(gul_bok_items.items)  # re-import replaces
-    loaded = Catalogue(model.load_catalogue())
-    assert len(loaded) == len(gul_bok_items.items)
-    assert loaded.get(2024, 840, 70) == Catalogue(gul_bok_items.items).get(2024, 840, 70)
-
-
 @pytest.mark.parametrize(
     "name, content, reason",
     [
@@ -220,24 +210,16 @@ def test_unreadable_catalogue_files_are_refused_with_the_reason(tmp_path, name, 
         read_rows(path)
 
 
-def test_catalogue_import_command_takes_the_year_from_the_name_or_refuses_in_one_line(tmp_path, capsys):
+def test_catalogue_import_command_refuses_to_guess_the_year_in_one_line(tmp_path, capsys):
+    """(Publishing once the year is known: tests/integration/test_catalogue_topic.py.)"""
     from services.cli import main as cli_main
 
-    db_url = f"sqlite:///{tmp_path / 'budsjett.db'}"
     dated = tmp_path / "20251006_gul_bok_datagrunnlag.csv"
     dated.write_text("fdep_nr;fdep_navn;kap_nr;post_nr\n15; Digitaliserings- og forvaltningsdepartementet;1540;1\n",
                      encoding="utf-8")
-    assert cli_main(["--home", str(tmp_path), "catalogue", "import", str(dated), "--db-url", db_url]) == 2
+    assert cli_main(["--home", str(tmp_path), "catalogue", "import", str(dated)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "looks like a publication date" in error and "--year" in error
-    assert cli_main(["--home", str(tmp_path), "catalogue", "import", str(dated), "--year", "2026",
-                     "--db-url", db_url]) == 0
-    assert "Imported 1 budget items for 2026" in capsys.readouterr().out
-    model = ReadModel(db_url)
-    try:
-        assert [(i.fiscal_year, i.ministry) for i in model.load_catalogue()] == [(2026, "DFD")]
-    finally:
-        model.close()
 
 
 def test_one_number_with_two_ministries_names_is_not_placed():

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from services.budsjett import core
-from services.budsjett.app import CatalogueHolder
+from services.budsjett.catalogue import CatalogueHolder
 from services.budsjett.cli import export_table
 from services.budsjett.http import LedgerRoutes
 from services.budsjett.readmodel import ReadModel
@@ -58,7 +58,7 @@ def budsjett(tmp_path):
     model = ReadModel(f"sqlite:///{tmp_path / 'budsjett.db'}")
     write(model, ledger_events())
     app = service_app("budsjett", Settings(home=tmp_path))
-    LedgerRoutes(model, CatalogueHolder(model), SimpleNamespace(pending_rows=0)).register(app)
+    LedgerRoutes(model, CatalogueHolder(Settings(home=tmp_path), "budsjett"), SimpleNamespace(pending_rows=0)).register(app)
     try:
         with serving(app) as base_url:
             yield base_url, model
@@ -216,7 +216,7 @@ def test_export_of_a_trail_longer_than_a_page_follows_next_and_adds_up(tmp_path)
     count = 2345
     write(model, [bevilget(f"b{i}", "lang-1", "BFD", "utredning", f"{i}.01", minutes=i) for i in range(count)])
     app = service_app("budsjett", Settings(home=tmp_path))
-    LedgerRoutes(model, CatalogueHolder(model), SimpleNamespace(pending_rows=0)).register(app)
+    LedgerRoutes(model, CatalogueHolder(Settings(home=tmp_path), "budsjett"), SimpleNamespace(pending_rows=0)).register(app)
     try:
         with serving(app) as base_url:
             columns, rows = export_table("events", base_url, "lang-1")

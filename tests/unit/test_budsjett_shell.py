@@ -41,7 +41,7 @@ def shell(tmp_path):
     settings = Settings(topic_prefix="t.", home=tmp_path)
     read_model = ReadModel(f"sqlite:///{tmp_path / 'budsjett.db'}")
     gauges = GaugeFamilies()
-    ledger = Ledger(settings, CollectorRegistry(), gauges, CatalogueHolder(read_model))
+    ledger = Ledger(settings, CollectorRegistry(), gauges, CatalogueHolder(settings, "budsjett"))  # not started: no catalogue
     yield settings, ledger, read_model, gauges
     read_model.close()
 

@@ -80,8 +80,8 @@ def test_a_checking_bug_rejects_only_that_event_with_a_correlation_id_in_reply_l
     http, sender = front_door(settings)
     real_check = core.check_item
     monkeypatch.setattr(core, "check_item",
-                        lambda index, document, ministry: broken_check() if document["id"] == "bug" else
-                        real_check(index, document, ministry))
+                        lambda index, document, ministry, catalogue=None: broken_check() if document["id"] == "bug"
+                        else real_check(index, document, ministry, catalogue))
     batch = [sample_event(event_id="fine"), sample_event(event_id="bug")]
     with caplog.at_level(logging.ERROR, logger="reformspor.ingest"):
         (status, reply), (single_status, single) = post(

@@ -7,7 +7,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from services.shared.config import Settings
-from services.shared.streaming import (DEAD_LETTER_MAX_BYTES, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER,
+from services.shared.streaming import (DEAD_LETTER_LABEL_HEADER, DEAD_LETTER_MAX_BYTES, DEAD_LETTER_REASON_HEADER,
+                                       DEAD_LETTER_SOURCE_HEADER,
                                        DeadLetters, Record, Rejection, ServiceHttp, guarded)
 
 
@@ -26,7 +27,7 @@ def test_a_rejection_becomes_a_dead_letter_with_the_reason_and_a_counted_label()
 
     assert outputs == [Record("p.deadletter", b"0-24", b'{"id":"e1"}', (
         (DEAD_LETTER_REASON_HEADER, b"kap 999 post 01 is not in the 2026 catalogue"),
-        (DEAD_LETTER_SOURCE_HEADER, b"budsjett")))]
+        (DEAD_LETTER_SOURCE_HEADER, b"budsjett"), (DEAD_LETTER_LABEL_HEADER, b"unknown_post")))]
     assert registry.get_sample_value("reformspor_dead_letters_total",
                                      {"service": "budsjett", "reason": "unknown_post"}) == 1
 
