@@ -282,5 +282,5 @@ def main(settings: Settings) -> None:
         run_service(app, http, monitor)
     finally:
         stop_ticks.set()
-        follower.stop.set()
+        follower.stop()
         producer.flush(5.0)

@@ -7,7 +7,7 @@ Ticks are Kafka messages, so a tick produced before a crash is still there after
 the restart. A lost tick costs one period: the next one re-evaluates the reform.
 
 Budsjett's compacted totals topic (key line_id) is read in full by every worker,
-with a plain consumer (manual assignment of every partition, read_committed, no
+with the shared topic follower (every partition assigned, read_committed, no
 group commits), into `LineTotals`; no database is shared with budsjett.
 """
 from __future__ import annotations
@@ -19,24 +19,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-from quixstreams.kafka import Consumer, Producer
+from quixstreams.kafka import Producer
 
 from services.milepael import core
 from services.milepael.readmodel import ReformLocation
 from services.shared.config import Settings
 from services.shared.jsonio import JsonInputError, dumps_compact, loads_strict
-from services.shared.streaming import Rejection, connection_config, consumer_group
+from services.shared.follower import FollowedRecord, TopicFollower
+from services.shared.streaming import Rejection
 
 log = logging.getLogger("reformspor.milepael")
 
 CLOCK_ENV = "REFORMSPOR_MILEPAEL_CLOCK"
 TICK_ENV = "REFORMSPOR_MILEPAEL_TICK_S"
 DEFAULT_TICK_S = 60.0
-TOTALS_POLL_S = 0.5
-TOTALS_BATCH = 500
-KAFKA_REQUEST_TIMEOUT_S = 10.0
-RETRY_AFTER_S = 1.0
 
 
 def parse_utc(text: str) -> datetime:
@@ -184,7 +180,8 @@ class LineTotals:
 
 
 class TotalsFollower:
-    """Reads the compacted totals topic in full, then follows it; each changed line goes to `on_change`.
+    """Reads the compacted totals topic in full, then follows it (services.shared.follower); the lines changed
+    by each batch read go to `on_change`.
 
     Invalid totals messages go to `dead_letter` (the topic is budsjett's output, so this
     means a bug or a foreign writer); every worker reads the whole topic, so each reports them.
@@ -192,70 +189,38 @@ class TotalsFollower:
 
     def __init__(self, settings: Settings, totals: LineTotals, on_change: Callable[[set[str]], None],
                  dead_letter: Callable[[bytes | None, bytes | None, Rejection], None]):
-        self.settings = settings
-        self.topic = settings.topics.totals
         self.totals = totals
         self.on_change = on_change
         self.dead_letter = dead_letter
-        self.last_error: str | None = None
-        self.stop = threading.Event()
+        self.changed: set[str] = set()  # lines changed by the batch being read (the follower's thread only)
+        self.follower = TopicFollower(settings, "milepael", settings.topics.totals, self.take, name="totals",
+                                      after_batch=self.batch_read)
 
     def start(self) -> None:
-        threading.Thread(target=self.run, name="milepael-totals", daemon=True).start()
+        self.follower.start(0.0)
+        threading.Thread(target=self.mark_loaded, name="milepael-totals-loaded", daemon=True).start()
+
+    def mark_loaded(self) -> None:
+        self.follower.caught_up.wait()
+        self.totals.loaded.set()
+
+    def stop(self) -> None:
+        self.follower.stop()
 
     def problems(self) -> list[str]:
         found = [] if self.totals.loaded.is_set() else ["budsjett's totals topic is not loaded yet"]
-        return found + ([f"totals topic: {self.last_error}"] if self.last_error else [])
+        return found + ([f"totals topic: {self.follower.error}"] if self.follower.error else [])
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.follow()
-            except Exception as error:  # noqa: BLE001 - reconnect and read again; readiness shows why
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.warning("reading the totals topic failed (%s); reading it again", self.last_error)
-                self.stop.wait(RETRY_AFTER_S)
-
-    def follow(self) -> None:
-        consumer = Consumer(broker_address=connection_config(self.settings, "milepael"),
-                            consumer_group=consumer_group(self.settings, "milepael-totals-reader"),
-                            auto_offset_reset="earliest", auto_commit_enable=False,
-                            extra_config={"isolation.level": "read_committed"})
+    def take(self, record: FollowedRecord) -> None:
         try:
-            metadata = consumer.list_topics(self.topic, timeout=KAFKA_REQUEST_TIMEOUT_S).topics[self.topic]
-            if metadata.error is not None:
-                raise RuntimeError(str(metadata.error))
-            partitions = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
-            ends = [consumer.get_watermark_offsets(tp, timeout=KAFKA_REQUEST_TIMEOUT_S) for tp in partitions]
-            consumer.assign([TopicPartition(self.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
-            while not self.stop.is_set():
-                if not self.totals.loaded.is_set() and self.caught_up(consumer, partitions, ends):
-                    self.totals.loaded.set()
-                changed_lines = self.apply(consumer.consume(TOTALS_BATCH, timeout=TOTALS_POLL_S))
-                if changed_lines:
-                    self.on_change(changed_lines)
-                self.last_error = None
-        finally:
-            consumer.close()
+            summary = core.totals_summary(loads_strict(record.value or b""))
+        except (JsonInputError, ValueError, TypeError) as error:
+            self.dead_letter(record.value, record.key, Rejection([f"totals message: {error}"], "invalid_totals"))
+            return
+        self.totals.update(summary)
+        self.changed.add(summary["line_id"])
 
-    def apply(self, messages: list) -> set[str]:
-        changed: set[str] = set()
-        for message in messages:
-            if message.error() is not None:
-                log.warning("totals topic: %s", message.error())
-                continue
-            try:
-                summary = core.totals_summary(loads_strict(message.value() or b""))
-            except (JsonInputError, ValueError, TypeError) as error:
-                self.dead_letter(message.value(), message.key(),
-                                 Rejection([f"totals message: {error}"], "invalid_totals"))
-                continue
-            self.totals.update(summary)
-            changed.add(summary["line_id"])
-        return changed
-
-    @staticmethod
-    def caught_up(consumer: Consumer, partitions: list[TopicPartition], ends: list[tuple[int, int]]) -> bool:
-        """Read up to the end offsets taken at the start (past any transaction markers there)."""
-        positions = consumer.position(partitions)
-        return all(low >= high or position.offset >= high for position, (low, high) in zip(positions, ends))
+    def batch_read(self) -> None:
+        changed, self.changed = self.changed, set()
+        if changed:
+            self.on_change(changed)

@@ -1,7 +1,7 @@
 """Follow one topic in a daemon thread: a service's side view of a topic it does not process as a stream.
 
 ingest and budsjett follow the catalogue topic from the beginning (small, compacted); ingest follows
-the dead-letter topic from where its store left off. read_committed, so an aborted transaction's
+the dead-letter topic from where its store left off; milepael follows budsjett's totals (compacted). read_committed, so an aborted transaction's
 records are never seen; nothing is committed to Kafka (the partitions are assigned, no group is
 joined): the caller decides where to start.
 """
@@ -19,6 +19,7 @@ from services.shared.kafka_security import client_config, consumer_group
 
 log = logging.getLogger("reformspor.follower")
 POLL_S = 0.5
+BATCH_RECORDS = 500
 RETRY_S = 2.0
 
 
@@ -31,27 +32,29 @@ class FollowedRecord:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def read_to_end(consumer: Consumer, partitions: list[TopicPartition]) -> bool:
-    """Has the consumer read every assigned partition up to its end (as it stands now)?"""
-    for position in consumer.position(partitions):
-        low, high = consumer.get_watermark_offsets(position, timeout=5, cached=False)
-        if high > low and position.offset < high:  # a negative offset: nothing fetched yet
-            return False
-    return True
+def reached(consumer: Consumer, partitions: list[TopicPartition], ends: list[tuple[int, int]]) -> bool:
+    """Has the consumer read every assigned partition up to the end offsets taken when it started? (Not the
+    current ends: a topic written all the time would never be caught up with.)"""
+    positions = consumer.position(partitions)
+    # A negative position: nothing fetched yet; a transaction marker at the end is passed over by the position.
+    return all(low >= high or position.offset >= high for position, (low, high) in zip(positions, ends))
 
 
 class TopicFollower:
     """Hands every record of `topic` to `receive`, from `start_offsets()` (partition → offset; others from the
-    beginning). `caught_up` is set once it has read what the topic held when it started."""
+    beginning), then calls `after_batch` once per batch read. `caught_up` is set once it has read what the
+    topic held when it started."""
 
     def __init__(self, settings: Settings, principal: str, topic: str, receive: Callable[[FollowedRecord], None],
-                 start_offsets: Callable[[], dict[int, int]] = dict, name: str = "follower"):
+                 start_offsets: Callable[[], dict[int, int]] = dict, name: str = "follower",
+                 after_batch: Callable[[], None] = lambda: None):
         self.settings = settings
         self.principal = principal  # the service's own Kafka user: its ACLs must let it read the topic
         self.topic = topic
         self.receive = receive
         self.start_offsets = start_offsets
         self.name = name
+        self.after_batch = after_batch
         self.error: str | None = None
         self.caught_up = threading.Event()
         self.stopping = threading.Event()
@@ -102,14 +105,16 @@ class TopicFollower:
             consumer.close()
 
     def poll(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ends = [consumer.get_watermark_offsets(partition, timeout=10, cached=False) for partition in partitions]
         while not self.stopping.is_set():
-            message = consumer.poll(POLL_S)
-            if message is None:
-                if (self.error or not self.caught_up.is_set()) and read_to_end(consumer, partitions):
-                    self.error = None
-                    self.caught_up.set()
-            elif message.error() is not None:
-                raise RuntimeError(message.error().str())
-            else:
+            messages = consumer.consume(BATCH_RECORDS, POLL_S)
+            for message in messages:
+                if message.error() is not None:
+                    raise RuntimeError(message.error().str())
                 self.receive(FollowedRecord(message.partition(), message.offset(), message.key(), message.value(),
                                             tuple(message.headers() or ())))
+            if messages:
+                self.after_batch()
+            self.error = None  # reading again after a failure
+            if not self.caught_up.is_set() and reached(consumer, partitions, ends):
+                self.caught_up.set()

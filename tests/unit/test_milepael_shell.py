@@ -17,6 +17,7 @@ from services.milepael.feeds import Clock, FundedReforms, LineTotals, Tick, Tota
 from services.milepael.readmodel import TABLES, ReadModel, ReformLocation
 from services.shared.config import Settings
 from services.shared.contract import make_event
+from services.shared.follower import FollowedRecord
 from services.shared.jsonio import loads_strict
 from services.shared.streaming import Record, Rejection
 from tests.unit.test_milepael_core import done, registered, stage_plan
@@ -215,30 +216,18 @@ def test_read_model_knows_where_ticks_go_and_a_second_write_changes_nothing(tmp_
         readmodel.dispose()
 
 
-class FakeMessage:
-    """The slice of confluent_kafka.Message the totals follower reads."""
-
-    def __init__(self, value: bytes | None, key: bytes = b"0-24"):
-        self._value, self._key = value, key
-
-    def error(self):
-        return None
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes:
-        return self._key
-
-
 def test_totals_follower_keeps_the_latest_per_line_and_dead_letters_the_rest():
     totals, dead = LineTotals(), []
     follower = TotalsFollower(Settings(topic_prefix="t."), totals, on_change=lambda lines: None,
                               dead_letter=lambda value, key, rejection: dead.append((value, key, rejection)))
     line = {"line_id": "0-24", "cells": [{"ministry": "KD", "phase": "utredning", "utbetalt_ore": 5}]}
     later = {"line_id": "0-24", "cells": [{"ministry": "KD", "phase": "utredning", "utbetalt_ore": 7}]}
-    changed = follower.apply([FakeMessage(json.dumps(line).encode()), FakeMessage(b'{"line_id": 1}'),
-                              FakeMessage(None), FakeMessage(json.dumps(later).encode())])
-    assert changed == {"0-24"}
+    batches: list[set[str]] = []
+    follower.on_change = batches.append
+    for value in (json.dumps(line).encode(), b'{"line_id": 1}', None, json.dumps(later).encode()):
+        follower.take(FollowedRecord(partition=0, offset=0, key=b"0-24", value=value, headers=()))
+    follower.batch_read()
+    follower.batch_read()  # nothing new read: no change reported
+    assert batches == [{"0-24"}]
     assert totals.for_lines({"0-24", "9-99"})["0-24"]["utbetalt_ore_by_phase"] == {"utredning": 7}
     assert [(key, rejection.label) for _, key, rejection in dead] == [(b"0-24", "invalid_totals")] * 2
