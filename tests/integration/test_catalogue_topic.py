@@ -19,6 +19,7 @@ from services.ingest.samples import sample_event
 from services.ingest.testing import post, read_topic
 from services.ingest.tokens import issue_credential, issue_token
 from services.localstack.processes import wait_until
+from services.shared.clikit import console_on
 from services.shared.config import Settings
 from services.shared.streaming import DEAD_LETTER_LABEL_HEADER, DEAD_LETTER_REASON_HEADER
 
@@ -139,7 +140,8 @@ def publish_wait_reports_the_rejection(settings: Settings, dfd: str, tmp_path: P
         encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     with IngestClient(settings.service_url("ingest"), dfd) as client:
-        code = publish_events(client, read_events_file(str(events)), out=out, err=err, wait_timeout_s=60)
+        code = publish_events(client, read_events_file(str(events)), out=out, err=console_on(err),
+                              wait_timeout_s=60)
     assert code == 1, out.getvalue()
     assert "downstream: applied 1, rejected 1, still pending 0" in out.getvalue()
     assert "line 2 id=dfd-fix-2 rejected downstream" in out.getvalue() and "also-never-sent" in out.getvalue()
