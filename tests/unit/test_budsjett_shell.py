@@ -17,7 +17,7 @@ from services.budsjett.readmodel import ReadModel
 from services.shared.config import Settings
 from services.shared.contract import make_event
 from services.shared.gauges import GaugeFamilies
-from services.shared.streaming import Record, Rejection
+from services.shared.streaming import Record, Rejection, Snapshot
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -59,13 +59,19 @@ def step(ledger: Ledger, state: FakeState, document: dict | bytes, offset: int, 
     return ledger.step(raw, key, state)
 
 
+def totals_of(outputs: list) -> dict:
+    """The line's totals as the step's one totals snapshot renders them (produced at the checkpoint)."""
+    snapshot, = [output for output in outputs if isinstance(output, Snapshot)]
+    return json.loads(snapshot.render())
+
+
 def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input(shell):
     settings, ledger, _read_model, gauges = shell
     state = FakeState()
     first = step(ledger, state, grant("b1", "0-24", "100.00"), 0)
-    totals = [r for r in first if isinstance(r, Record) and r.topic == settings.topics.totals]
+    totals = [r for r in first if isinstance(r, Snapshot) and r.topic == settings.topics.totals]
     assert len(totals) == 1 and totals[0].key == b"0-24"
-    assert json.loads(totals[0].value)["totals"]["bevilget_ore"] == 10000
+    assert totals_of(first)["totals"]["bevilget_ore"] == 10000
     assert any(isinstance(r, Applied) for r in first)
     assert 'reformspor_budsjett_bevilget_ore{line="0-24",ministry="BFD",phase="utredning",fiscal_year="2026"} 10000\n' in \
         gauges.render().decode()
@@ -80,7 +86,7 @@ def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input
     with pytest.raises(Rejection) as invalid:
         step(ledger, state, b'{"specversion": "1.0"', 4, key=b"0-24")
     assert invalid.value.label == "invalid"
-    assert json.loads(step(ledger, state, grant("b3", "0-24", "1.00"), 5)[0].value)["totals"]["bevilget_ore"] == 10100
+    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 5))["totals"]["bevilget_ore"] == 10100
 
 
 def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_varsler(shell):
@@ -104,7 +110,7 @@ def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_
     # The credit, read back from the budget topic on the target line's state, is applied there once.
     target = FakeState()
     credit_outputs = step(ledger, target, credit.value, 0, key=credit.key)
-    assert json.loads(credit_outputs[0].value)["totals"]["omdisponert_ore"] == 15000
+    assert totals_of(credit_outputs)["totals"]["omdisponert_ore"] == 15000
     assert step(ledger, target, credit.value, 1, key=credit.key) == []
 
 
