@@ -86,7 +86,11 @@ def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input
     with pytest.raises(Rejection) as invalid:
         step(ledger, state, b'{"specversion": "1.0"', 4, key=b"0-24")
     assert invalid.value.label == "invalid"
-    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 5))["totals"]["bevilget_ore"] == 10100
+    # The envelope is trusted (only ingest writes the topic), the data is not: a bad amount is a dead letter.
+    with pytest.raises(Rejection) as bad_amount:
+        step(ledger, state, grant("b4", "0-24", "ti kroner"), 6)
+    assert bad_amount.value.label == "invalid" and "amount_nok" in bad_amount.value.reasons[0]
+    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 7))["totals"]["bevilget_ore"] == 10100
 
 
 def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_varsler(shell):
