@@ -142,7 +142,8 @@ def replay_partitions(settings: Settings, partitions: list[tuple[int, int]], db_
             if end_offset > 0:
                 _read_partition(settings, partition, end_offset, on_records)
         result.lines = stores.lines()
-        batch.lines.update(result.lines)
+        for line in result.lines.values():
+            batch.snapshot(line)
         model.write(batch)
     finally:
         model.close()

@@ -140,3 +140,21 @@ def test_the_sink_writes_a_checkpoint_once_and_backs_off_when_the_database_is_un
     with pytest.raises(SinkBackpressureError):
         down.flush()
     assert down.pending_rows == 0
+
+
+def test_each_checkpoint_writes_the_cells_its_events_changed_and_the_table_keeps_the_others(shell):
+    _settings, ledger, read_model, _gauges = shell
+    state = FakeState()
+    sink = ReadModelSink(read_model, Gauge("pending", "rows", registry=CollectorRegistry()))
+    development = make_event("bevilget", "BFD", {"line_id": "0-24", "ministry": "BFD", "phase": "utvikling",
+                                                 "amount_nok": "2.00", "kap": 840, "post": 70, "fiscal_year": 2026},
+                             "b2", T0)
+    for offset, document in enumerate([grant("b1", "0-24", "1.00"), development]):  # one checkpoint each
+        for output in step(ledger, state, document, offset):
+            if isinstance(output, Applied):
+                sink.add(output, b"0-24", 0, [], "t.budsjett.events", 0, offset)
+        sink.flush()
+    cells = read_model.lines()["0-24"]["cells"]
+    assert {key: cell["bevilget_ore"] for key, cell in cells.items()} == {"BFD|utredning|2026": 100,
+                                                                       "BFD|utvikling|2026": 200}
+    assert read_model.lines()["0-24"]["events"] == 2
