@@ -211,8 +211,10 @@ def parse_trusted(raw: bytes) -> Message:
         kind = KIND_BY_TYPE.get(document["type"])
         source = document["source"]
         time = parse_time(document["time"], [])
-        if kind in BUDGET_KINDS and time is not None and source.startswith(SOURCE_PREFIX):
-            return Event(id=document["id"], kind=kind, source=source, source_ministry=source.removeprefix(SOURCE_PREFIX),
+        event_id = document["id"]
+        # The id keys the state and the read model: a malformed one must never get that far.
+        if kind in BUDGET_KINDS and time is not None and source.startswith(SOURCE_PREFIX) and is_event_id(event_id):
+            return Event(id=event_id, kind=kind, source=source, source_ministry=source.removeprefix(SOURCE_PREFIX),
                          time=time, data=DATA_MODELS[kind].model_validate(document["data"]))
     except Exception:  # noqa: BLE001 - not the usual shape: the strict parse says exactly what is wrong
         pass

@@ -90,7 +90,10 @@ def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input
     with pytest.raises(Rejection) as bad_amount:
         step(ledger, state, grant("b4", "0-24", "ti kroner"), 6)
     assert bad_amount.value.label == "invalid" and "amount_nok" in bad_amount.value.reasons[0]
-    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 7))["totals"]["bevilget_ore"] == 10100
+    with pytest.raises(Rejection) as bad_id:
+        step(ledger, state, {**grant("b5", "0-24", "1.00"), "id": {"not": "an id"}}, 7)
+    assert bad_id.value.label == "invalid" and "id" in bad_id.value.reasons[0]
+    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 8))["totals"]["bevilget_ore"] == 10100
 
 
 def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_varsler(shell):
