@@ -199,6 +199,9 @@ class Batch:
         self.flags: list[tuple] = []
         self.corrections: dict[str, str] = {}  # corrected id -> correcting id
         self.lines: dict[str, dict] = {}  # latest snapshot per line
+        # Per line from `add`: the cells its events changed, the only cell rows to upsert (the table
+        # holds the others already). A line given whole by `snapshot` writes every cell.
+        self.changed_cells: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.events) + len(self.lines)
@@ -228,6 +231,13 @@ class Batch:
             self.corrections[corrects_id] = message.id
         if outcome.line is not None:
             self.lines[outcome.line_id] = outcome.line
+            self.changed_cells.setdefault(outcome.line_id, set()).update(
+                core.cell_key(*cell) for cell in outcome.touched)
+
+    def snapshot(self, line: dict[str, Any]) -> None:
+        """Queue a whole line (every cell), e.g. at the end of a rebuild."""
+        self.lines[line["line_id"]] = line
+        self.changed_cells.pop(line["line_id"], None)
 
     def snapshot_rows(self) -> tuple[list[tuple], list[tuple]]:
         """(line rows, cell rows) of the lines' latest snapshots."""
@@ -238,7 +248,10 @@ class Batch:
                    "updated_at": self.bind_time(_parse_time(line["updated_at"])),
                    "closed_years": json.dumps(line.get("closed_years", {}), sort_keys=True)}
             line_rows.append(tuple(row[c] for c in LINE_COLUMNS))
+            changed = self.changed_cells.get(line_id)
             for key, cell in line["cells"].items():
+                if changed is not None and key not in changed:
+                    continue
                 ministry, phase, year = core.split_cell_key(key)
                 row = {"line_id": line_id, "ministry": ministry, "phase": phase, "fiscal_year": year,
                        **{n: cell[n] for n in core.AMOUNT_FIELDS}, "disponibelt_ore": core.disponibelt(cell),
@@ -249,10 +262,14 @@ class Batch:
         return line_rows, cell_rows
 
     def post_rows(self) -> list[tuple]:
-        """The per-post rows of the lines' latest snapshots (budsjett_cell_post)."""
+        """The per-post rows of the lines' latest snapshots (budsjett_cell_post): of the changed cells only,
+        as snapshot_rows."""
         rows = []
         for line_id, line in self.lines.items():
+            changed = self.changed_cells.get(line_id)
             for key, cell in line["cells"].items():
+                if changed is not None and key not in changed:
+                    continue
                 for post, amounts in core.cell_posts(cell).items():
                     view = core.post_view(*core.split_cell_key(key), post, amounts)
                     row = {**view, "line_id": line_id, "overslagsbevilgning": amounts["overslagsbevilgning"],

@@ -3,10 +3,11 @@ one error policy, and the HTTP side (/healthz, /readyz, /metrics and the service
 
 A service is a pure step function wired by `route_outputs`:
 
-    step(value, key, state) -> list[Record | <sink row>]
+    step(value, key, state) -> list[Record | Snapshot | <sink row>]
 
 - `Record`s are produced inside the checkpoint's Kafka transaction (exactly-once: outputs,
   state changelog and input offsets commit together, or not at all);
+- a `Snapshot` is produced once per checkpoint, in the same transaction: the newest per key;
 - anything else the step returns goes to the service's sink (its SQL read model), which
   Quix flushes at each checkpoint before the transaction commits;
 - `Rejection` (raised by the step) is the one way to refuse input: the message goes,
@@ -32,13 +33,13 @@ from confluent_kafka import KafkaException
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from quixstreams import Application, State
+from quixstreams import Application, State, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.kafka.exceptions import BaseKafkaException
 from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
-from quixstreams.sinks import BatchingSink
+from quixstreams.sinks import BaseSink, BatchingSink
 
 from services.shared.config import Settings
 from services.shared.gauges import GaugeFamilies
@@ -75,6 +76,20 @@ class Record:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The newest picture of something keyed (a line's totals), produced once per checkpoint.
+
+    Of the snapshots with one (topic, key) in a checkpoint only the last is rendered and
+    produced, inside the checkpoint's Kafka transaction: a reader of the topic sees every
+    key's newest state, not every step on the way.
+    """
+
+    topic: str
+    key: bytes
+    render: Callable[[], bytes]
 
 
 class Rejection(Exception):
@@ -176,8 +191,6 @@ class DeadLetters:
 
 
 Step = Callable[[bytes, "bytes | None", State], list[Any]]
-# A step that also reads the message headers: step(value, key, state, headers), headers as
-# Quix gives them (a list of (name, bytes) pairs, or None).
 
 
 def guarded(step: Step, dead_letters: DeadLetters) -> Callable[..., list[Any]]:
@@ -192,19 +205,77 @@ def guarded(step: Step, dead_letters: DeadLetters) -> Callable[..., list[Any]]:
     return run
 
 
+class Snapshots(BaseSink):
+    """`Snapshot`s waiting for the checkpoint: the newest per (topic, key), produced when Quix flushes its sinks.
+
+    Quix flushes sinks at the start of a checkpoint's commit, inside the open Kafka transaction
+    and before the changelog and offsets join it, so snapshots commit with the state they show,
+    or not at all (an aborted checkpoint drops them; its messages are read and applied again).
+    """
+
+    def __init__(self, producer: Any, topics: dict[str, Topic]):
+        super().__init__()
+        self.producer = producer
+        self.topics = topics
+        self.pending: dict[tuple[str, bytes], Snapshot] = {}
+
+    def add(self, value: Any, key: Any, timestamp: int, headers: Any, topic: str, partition: int,
+            offset: int) -> None:
+        self.pending[(value.topic, value.key)] = value
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, {}
+        for snapshot in pending.values():
+            self.producer.produce(topic=self.topics[snapshot.topic].name, key=snapshot.key, value=snapshot.render())
+
+    def on_paused(self) -> None:
+        self.pending = {}
+
+
+class OutputRouter:
+    """Hands each output of one message to its place: a Record to the producer (the checkpoint's
+    transaction), a Snapshot to the per-checkpoint `Snapshots`, anything else to the service's sink.
+
+    One pass, no stream branch: at a branch Quix pickles a copy of every value for the second
+    branch (~55 µs per event for budsjett's outputs).
+    """
+
+    def __init__(self, producer: Any, topics: dict[str, Topic], snapshots: Snapshots, sink: BatchingSink | None):
+        self.producer = producer
+        self.topics = topics
+        self.snapshots = snapshots
+        self.sink = sink
+
+    def __call__(self, outputs: list[Any], key: Any, timestamp_ms: int, headers: Any) -> None:
+        for item in outputs:
+            if isinstance(item, Record):
+                self.producer.produce(topic=self.topics[item.topic].name, key=item.key, value=item.value,
+                                      headers=list(item.headers) or None, timestamp=timestamp_ms)
+                continue
+            # What Quix's own StreamingDataFrame.sink() hands a sink for each value.
+            context = message_context()
+            target = self.snapshots if isinstance(item, Snapshot) else self.sink
+            if target is None:
+                raise TypeError(f"the step returned a {type(item).__name__}, but no sink takes it")
+            target.add(item, key, timestamp_ms, headers, context.topic, context.partition, context.offset)
+
+
 def route_outputs(sdf: StreamingDataFrame, step: Step, dead_letters: DeadLetters,
                   topics: dict[str, Topic], sink: BatchingSink | None = None, *, stateful: bool = True) -> None:
-    """Wire a step: its Records to their topics (one transaction per checkpoint), the rest to `sink`.
+    """Wire a step: its Records to their topics (one transaction per checkpoint), its Snapshots to
+    their topics once per checkpoint (the newest per key), the rest to `sink`.
 
     stateful=False: the step keeps no Quix state (it is called with state None), so no state
     store or changelog topic is made for its input.
     """
-    outputs = sdf.apply(guarded(step, dead_letters), stateful=stateful, expand=True, metadata=True)
-    records = outputs.filter(lambda item: isinstance(item, Record))
-    records = records.set_headers(lambda value, key, timestamp, headers: list(value.headers))
-    records.to_topic(lambda value, key, timestamp, headers: topics[value.topic], key=lambda value: value.key)
-    if sink is not None:
-        outputs.filter(lambda item: not isinstance(item, Record)).sink(sink)
+    context = sdf.processing_context
+    snapshots = Snapshots(context.producer, topics)
+    # What StreamingDataFrame.sink() does to have a sink flushed at every checkpoint.
+    for registered in (snapshots, sink):
+        if registered is not None:
+            context.sink_manager.register(registered)
+    router = OutputRouter(context.producer, topics, snapshots, sink)
+    sdf.apply(guarded(step, dead_letters), stateful=stateful, metadata=True).update(router, metadata=True)
 
 
 # --- the group: lag and readiness, from the broker's view --------------------------------------
@@ -285,6 +356,32 @@ class GroupMonitor:
         elif self.assigned_partitions == 0:
             found.append("this worker holds no partitions yet (joining the group or recovering)")
         return found
+
+
+class StateRecovery:
+    """A readiness check: the input partitions this worker holds have their state opened and recovered.
+
+    Which partitions it holds comes from the broker (the `GroupMonitor`); whether their state
+    is ready, from Quix's public state manager (read from the HTTP thread: reads only). Quix
+    opens a partition's store and registers it for recovery when it is assigned, and applies
+    nothing of it until its changelog is replayed: until then, answers would come from a ledger
+    that has not caught up. (The monitor's own check says when no partition is held yet.)
+    """
+
+    def __init__(self, sdf: StreamingDataFrame, monitor: GroupMonitor):
+        self.state = sdf.processing_context.state_manager
+        self.monitor = monitor
+
+    def problems(self) -> list[str]:
+        held = {partition for _topic, partition in self.monitor.held}
+        if not held:
+            return []
+        opened = [set(store.partitions) for stores in self.state.stores.values() for store in stores.values()]
+        if any(not held <= partitions for partitions in opened):
+            return ["opening the state of the partitions this worker holds"]
+        if self.state.recovery_required:
+            return ["recovering state from the changelog"]
+        return []
 
 
 # --- the HTTP side ----------------------------------------------------------------------------

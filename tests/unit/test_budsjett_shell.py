@@ -17,7 +17,7 @@ from services.budsjett.readmodel import ReadModel
 from services.shared.config import Settings
 from services.shared.contract import make_event
 from services.shared.gauges import GaugeFamilies
-from services.shared.streaming import Record, Rejection
+from services.shared.streaming import Record, Rejection, Snapshot
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -59,13 +59,19 @@ def step(ledger: Ledger, state: FakeState, document: dict | bytes, offset: int, 
     return ledger.step(raw, key, state)
 
 
+def totals_of(outputs: list) -> dict:
+    """The line's totals as the step's one totals snapshot renders them (produced at the checkpoint)."""
+    snapshot, = [output for output in outputs if isinstance(output, Snapshot)]
+    return json.loads(snapshot.render())
+
+
 def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input(shell):
     settings, ledger, _read_model, gauges = shell
     state = FakeState()
     first = step(ledger, state, grant("b1", "0-24", "100.00"), 0)
-    totals = [r for r in first if isinstance(r, Record) and r.topic == settings.topics.totals]
+    totals = [r for r in first if isinstance(r, Snapshot) and r.topic == settings.topics.totals]
     assert len(totals) == 1 and totals[0].key == b"0-24"
-    assert json.loads(totals[0].value)["totals"]["bevilget_ore"] == 10000
+    assert totals_of(first)["totals"]["bevilget_ore"] == 10000
     assert any(isinstance(r, Applied) for r in first)
     assert 'reformspor_budsjett_bevilget_ore{line="0-24",ministry="BFD",phase="utredning",fiscal_year="2026"} 10000\n' in \
         gauges.render().decode()
@@ -80,7 +86,14 @@ def test_the_step_dedups_and_dead_letters_conflicts_wrong_keys_and_invalid_input
     with pytest.raises(Rejection) as invalid:
         step(ledger, state, b'{"specversion": "1.0"', 4, key=b"0-24")
     assert invalid.value.label == "invalid"
-    assert json.loads(step(ledger, state, grant("b3", "0-24", "1.00"), 5)[0].value)["totals"]["bevilget_ore"] == 10100
+    # The envelope is trusted (only ingest writes the topic), the data is not: a bad amount is a dead letter.
+    with pytest.raises(Rejection) as bad_amount:
+        step(ledger, state, grant("b4", "0-24", "ti kroner"), 6)
+    assert bad_amount.value.label == "invalid" and "amount_nok" in bad_amount.value.reasons[0]
+    with pytest.raises(Rejection) as bad_id:
+        step(ledger, state, {**grant("b5", "0-24", "1.00"), "id": {"not": "an id"}}, 7)
+    assert bad_id.value.label == "invalid" and "id" in bad_id.value.reasons[0]
+    assert totals_of(step(ledger, state, grant("b3", "0-24", "1.00"), 8))["totals"]["bevilget_ore"] == 10100
 
 
 def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_varsler(shell):
@@ -104,7 +117,7 @@ def test_a_cross_line_move_is_credited_through_the_budget_topic_and_flags_go_to_
     # The credit, read back from the budget topic on the target line's state, is applied there once.
     target = FakeState()
     credit_outputs = step(ledger, target, credit.value, 0, key=credit.key)
-    assert json.loads(credit_outputs[0].value)["totals"]["omdisponert_ore"] == 15000
+    assert totals_of(credit_outputs)["totals"]["omdisponert_ore"] == 15000
     assert step(ledger, target, credit.value, 1, key=credit.key) == []
 
 
@@ -130,3 +143,21 @@ def test_the_sink_writes_a_checkpoint_once_and_backs_off_when_the_database_is_un
     with pytest.raises(SinkBackpressureError):
         down.flush()
     assert down.pending_rows == 0
+
+
+def test_each_checkpoint_writes_the_cells_its_events_changed_and_the_table_keeps_the_others(shell):
+    _settings, ledger, read_model, _gauges = shell
+    state = FakeState()
+    sink = ReadModelSink(read_model, Gauge("pending", "rows", registry=CollectorRegistry()))
+    development = make_event("bevilget", "BFD", {"line_id": "0-24", "ministry": "BFD", "phase": "utvikling",
+                                                 "amount_nok": "2.00", "kap": 840, "post": 70, "fiscal_year": 2026},
+                             "b2", T0)
+    for offset, document in enumerate([grant("b1", "0-24", "1.00"), development]):  # one checkpoint each
+        for output in step(ledger, state, document, offset):
+            if isinstance(output, Applied):
+                sink.add(output, b"0-24", 0, [], "t.budsjett.events", 0, offset)
+        sink.flush()
+    cells = read_model.lines()["0-24"]["cells"]
+    assert {key: cell["bevilget_ore"] for key, cell in cells.items()} == {"BFD|utredning|2026": 100,
+                                                                       "BFD|utvikling|2026": 200}
+    assert read_model.lines()["0-24"]["events"] == 2

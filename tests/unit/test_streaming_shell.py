@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from quixstreams.context import set_message_context
+from quixstreams.models import MessageContext
 
 from services.shared.config import Settings
 from services.shared.streaming import (DEAD_LETTER_LABEL_HEADER, DEAD_LETTER_MAX_BYTES, DEAD_LETTER_REASON_HEADER,
-                                       DEAD_LETTER_SOURCE_HEADER,
-                                       DeadLetters, Record, Rejection, ServiceHttp, guarded)
+                                       DEAD_LETTER_SOURCE_HEADER, DeadLetters, OutputRouter, Record, Rejection,
+                                       ServiceHttp, Snapshot, Snapshots, StateRecovery, guarded)
 
 
 def dead_letters() -> tuple[DeadLetters, CollectorRegistry]:
@@ -77,3 +80,68 @@ def test_an_unexpected_handler_error_is_a_problem_document_with_a_correlation_id
     document = asyncio.run(scenario())
     assert document["correlation_id"] in document["detail"]
     assert document["correlation_id"] in caplog.text
+
+
+class FakeProducer:
+    """Quix's producer as the router and the snapshots use it: what was produced, in order."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes]] = []
+
+    def produce(self, topic, key=None, value=None, headers=None, timestamp=None, **_):
+        self.produced.append((topic, key, value))
+
+
+def test_records_go_out_at_once_and_only_the_newest_snapshot_per_key_at_the_checkpoint():
+    set_message_context(MessageContext(topic="p.in", partition=0, offset=7, size=1))
+    producer = FakeProducer()
+    topics = {name: type("T", (), {"name": name})() for name in ("p.out", "p.totals")}
+    snapshots = Snapshots(producer, topics)
+    rows: list = []
+    sink = type("Sink", (), {"add": lambda self, value, *rest: rows.append((value, rest))})()
+    router = OutputRouter(producer, topics, snapshots, sink)
+    renders: list[bytes] = []
+
+    def snapshot(value: bytes) -> Snapshot:
+        return Snapshot("p.totals", b"0-24", lambda: renders.append(value) or value)
+
+    router([Record("p.out", b"0-24", b"credit"), snapshot(b"total 1"), "a row"], b"0-24", 0, None)
+    router([snapshot(b"total 2")], b"0-24", 0, None)
+    assert producer.produced == [("p.out", b"0-24", b"credit")]
+    assert rows == [("a row", (b"0-24", 0, None, "p.in", 0, 7))]
+
+    snapshots.flush()
+    assert producer.produced[1:] == [("p.totals", b"0-24", b"total 2")]
+    assert renders == [b"total 2"]  # the older picture was never even rendered
+    router([snapshot(b"total 3")], b"0-24", 0, None)
+    snapshots.on_paused()  # an aborted checkpoint: its snapshots go with it
+    snapshots.flush()
+    assert len(producer.produced) == 2
+
+
+class FakeStore:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = dict.fromkeys(partitions)
+
+
+def test_readyz_waits_until_the_held_partitions_state_is_opened_and_recovered(tmp_path):
+    """Ready only once the worker holds partitions AND has recovered their state (issue 12)."""
+    state = SimpleNamespace(stores={"budsjett": {"default": FakeStore(set())}}, recovery_required=False)
+    sdf = SimpleNamespace(processing_context=SimpleNamespace(state_manager=state))
+    monitor = SimpleNamespace(held=frozenset({("p.budsjett.events", 0), ("p.budsjett.events", 2)}))
+    http = ServiceHttp("budsjett", Settings(home=tmp_path), CollectorRegistry(), port=1)
+    http.ready_checks.append(StateRecovery(sdf, monitor).problems)
+
+    async def scenario() -> list[tuple[int, list[str]]]:
+        answers = []
+        async with TestClient(TestServer(http.app)) as client:
+            for opened, recovering in ((set(), False), ({0, 2}, True), ({0, 2}, False)):
+                state.stores["budsjett"]["default"] = FakeStore(opened)
+                state.recovery_required = recovering
+                response = await client.get("/readyz")
+                answers.append((response.status, (await response.json())["problems"]))
+        return answers
+
+    assert asyncio.run(scenario()) == [(503, ["opening the state of the partitions this worker holds"]),
+                                       (503, ["recovering state from the changelog"]),
+                                       (200, [])]
