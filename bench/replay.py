@@ -31,6 +31,8 @@ def run_replay(settings: Settings, oracle: Oracle, timeout_s: float, tmp: Path) 
         "cpu_s_per_million": round(measured["cpu_s"] / events * 1_000_000, 1),
         "peak_rss_mb": round(measured["peak_rss_mb"], 1),
         "lines_wrong": lines_wrong(db_url, oracle),
+        # Each replay process's own account (rules CPU s, read-model write s), from its log.
+        "processes": [line.strip() for line in (tmp / "replay.log").read_text().splitlines() if "CPU s" in line],
     }
 
 

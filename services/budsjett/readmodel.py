@@ -279,15 +279,21 @@ class Batch:
 
 
 class ReadModel:
-    def __init__(self, url: str, sqlite_cache_mib: int | None = None):
+    def __init__(self, url: str, sqlite_cache_mib: int | None = None, rebuild: bool = False):
+        """`rebuild`: a bulk rebuild into a fresh database (replay), whose commits need not survive a power cut
+        (a rebuild cut short is run again), so SQLite skips its fsyncs."""
         self.url = url
         self.engine = make_engine(url)  # SQLite in WAL mode: HTTP reads do not block the batch writer
         self.dialect = self.engine.dialect.name
-        if sqlite_cache_mib and self.dialect == "sqlite":
+        if (sqlite_cache_mib or rebuild) and self.dialect == "sqlite":
             @event.listens_for(self.engine, "connect")
             def _cache(dbapi_connection, _record) -> None:
-                # Random event ids land all over the primary-key B-tree: a bulk rebuild keeps it in memory.
-                dbapi_connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}")
+                if sqlite_cache_mib:
+                    # Random event ids land all over the primary-key B-tree: a bulk rebuild keeps it in memory.
+                    dbapi_connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}")
+                if rebuild:
+                    dbapi_connection.execute("PRAGMA synchronous=OFF")
+                    dbapi_connection.execute("PRAGMA temp_store=MEMORY")
         create_tables(self.engine, [m.__table__ for m in _TABLES])
         self._refuse_an_older_layout()
         # The dialect's own datetime binding (SQLite stores text in SQLAlchemy's format; psycopg2 takes datetimes).

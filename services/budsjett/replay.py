@@ -23,8 +23,10 @@ import gc
 import multiprocessing
 import os
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -38,8 +40,8 @@ from services.shared.kafka_security import consumer_group
 from services.shared.streaming import connection_config
 
 SERVICE = "budsjett"
-CHUNK_EVENTS = 20_000  # events per read-model transaction
-FETCH_RECORDS = 5_000
+CHUNK_EVENTS = 50_000  # events per read-model transaction
+FETCH_RECORDS = 10_000
 # Set in the parent before the worker processes fork (a Catalogue need not be picklable).
 _CATALOGUE: Catalogue | None = None
 
@@ -123,19 +125,24 @@ def replay_partitions(settings: Settings, partitions: list[tuple[int, int]], db_
                       catalogue: Catalogue | None, progress: Callable[[str], None] | None = None) -> PartitionResult:
     """Replay the given (partition, end_offset)s one after another; rows into db_url."""
     stores = LineStores()
-    model = ReadModel(db_url, sqlite_cache_mib=256)
+    model = ReadModel(db_url, sqlite_cache_mib=256, rebuild=True)
     batch = model.new_batch()
     result = PartitionResult(partition=partitions[0][0] if len(partitions) == 1 else -1)
+    timing = RebuildTiming()
+    # The stores only grow and hold no reference cycles, so the collector would only rescan them, again and
+    # again as they grow (~10 % of the work); whatever garbage has cycles waits for the end.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for partition, end_offset in partitions:
             def on_records(records, partition=partition):
                 nonlocal batch
-                _apply_records(records, partition, stores, batch, result, catalogue)
+                with timing.rules():
+                    _apply_records(records, partition, stores, batch, result, catalogue)
                 if len(batch.events) >= CHUNK_EVENTS:
-                    model.write(batch)
+                    with timing.read_model():
+                        model.write(batch)
                     batch = model.new_batch()
-                    # The stores only grow and hold no cycles: stop the collector rescanning them (~10 %).
-                    gc.freeze()
                     if progress:
                         progress(f"  partition {partition}: {records[-1][0] + 1}/{end_offset} messages")
 
@@ -144,10 +151,45 @@ def replay_partitions(settings: Settings, partitions: list[tuple[int, int]], db_
         result.lines = stores.lines()
         for line in result.lines.values():
             batch.snapshot(line)
-        model.write(batch)
+        with timing.read_model():
+            model.write(batch)
     finally:
         model.close()
+        if collecting:
+            gc.enable()
+    if progress:
+        progress(f"  partition{'s' if len(partitions) > 1 else ''} {', '.join(str(p) for p, _ in partitions)}: "
+                 f"{result.seen} messages; {timing.summary()}")
     return result
+
+
+class RebuildTiming:
+    """Where a replay process's time went: the rules (parse, process, rows; CPU and wall seconds, apart when
+    the machine is busy), writing the read model (waits for the other processes' writes) and the rest
+    (mostly waiting for Kafka), so a slow replay says which."""
+
+    def __init__(self) -> None:
+        self.rules_cpu_s = 0.0
+        self.rules_s = 0.0
+        self.read_model_s = 0.0
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def rules(self) -> Iterator[None]:
+        started_cpu_s, started = time.process_time(), time.perf_counter()
+        yield
+        self.rules_cpu_s += time.process_time() - started_cpu_s
+        self.rules_s += time.perf_counter() - started
+
+    @contextmanager
+    def read_model(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.read_model_s += time.perf_counter() - started
+
+    def summary(self) -> str:
+        return (f"rules {self.rules_cpu_s:.1f} CPU s in {self.rules_s:.1f} s, read model {self.read_model_s:.1f} s, "
+                f"{time.perf_counter() - self.started:.1f} s in all")
 
 
 def _replay_one_partition(args: tuple) -> PartitionResult:
