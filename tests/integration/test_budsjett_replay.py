@@ -2,6 +2,7 @@
 and both decide as the live worker does (state per line, read_committed)."""
 from __future__ import annotations
 
+import gc
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -93,9 +94,14 @@ def test_parallel_replay_equals_sequential_and_live_rules_on_several_partitions(
     expected = publish_with_credits(settings, ledger_log())
     assert partitions_used(settings) == 4
 
-    sequential = replay(settings, f"sqlite:///{settings.home / 'seq.db'}", progress=lambda _text: None, workers=1)
+    said: list[str] = []
+    sequential = replay(settings, f"sqlite:///{settings.home / 'seq.db'}", progress=said.append, workers=1)
     parallel = replay(settings, f"sqlite:///{settings.home / 'par.db'}", progress=lambda _text: None, workers=2)
 
+    # The user sees where a slow replay's time went (rules, read model, the rest), and an in-process replay
+    # leaves the caller's garbage collector as it found it.
+    assert any(text.startswith("  partitions 0, 1, 2, 3:") and "rules" in text and "read model" in text for text in said)
+    assert gc.isenabled()
     assert parallel["workers"] == 2
     assert parallel["lines"] == sequential["lines"]
     assert parallel["counts"] == sequential["counts"]
