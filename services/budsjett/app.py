@@ -135,7 +135,7 @@ class LineGauges:
         self.lock = threading.Lock()
 
     def applied(self, line: dict[str, Any], cells: set[tuple[str, str, int]]) -> None:
-        """After an event: the cells it touched (every cell, the first time this worker shows the line)."""
+        """At a checkpoint: the cells its events touched (every cell, the first time this worker shows the line)."""
         with self.lock:
             first = line["line_id"] not in self.shown
             self.shown.add(line["line_id"])
@@ -227,6 +227,9 @@ class Ledger:
         self.checkpoint_lines = lines or CheckpointLines()
         self.catalogue = catalogue
         self.lines = LineGauges(gauges)
+        # Per line: cells touched since its gauges were last set. Kept across an aborted checkpoint
+        # (its snapshots are dropped): the redone one shows them, with at most a few cells extra.
+        self.unshown_cells: dict[str, set[tuple[str, str, int]]] = {}
         self.events = Counter("reformspor_budsjett_events", "Budget events by type and outcome",
                               ["type", "outcome"], registry=registry)
         for kind in BUDGET_KINDS + (core.TRANSFER_KIND,):
@@ -265,11 +268,17 @@ class Ledger:
         outputs += [Record(self.topics.notifications, line_key, dumps_compact(flag)) for flag in outcome.flags]
         line = outcome.line
         # milepael needs every line's newest totals, not each step: one snapshot per line and checkpoint.
-        outputs.append(Snapshot(self.topics.totals, line_key, lambda: dumps_compact(core.line_totals(line))))
-        self.lines.applied(outcome.line, outcome.touched)
+        # The gauges follow the same way: the cells its events touched, set once when it is rendered.
+        self.unshown_cells.setdefault(message.key, set()).update(outcome.touched)
+        outputs.append(Snapshot(self.topics.totals, line_key, lambda: self.totals_at_checkpoint(line)))
         if outcome.effect:
             outputs.append(Applied(outcome, message, raw))
         return outputs
+
+    def totals_at_checkpoint(self, line: dict[str, Any]) -> bytes:
+        """A line's newest totals message, rendered at the checkpoint; its gauges are set then too."""
+        self.lines.applied(line, self.unshown_cells.pop(line["line_id"], set()))
+        return dumps_compact(core.line_totals(line))
 
 
 # --- wiring -----------------------------------------------------------------------------------
