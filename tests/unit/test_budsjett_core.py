@@ -89,6 +89,20 @@ def test_duplicate_id_is_applied_once_and_conflict_is_detected():
     assert grand_total(store)["bevilget_ore"] == 100000
 
 
+def test_duplicate_is_told_by_content_not_by_how_it_was_written_and_older_id_records_still_count():
+    first = bevilget("b1", "0-24", "BFD", "utredning", "1000.00")
+    same_written_otherwise = bevilget("b1", "0-24", "BFD", "utredning", "1000")
+    changed = bevilget("b1", "0-24", "BFD", "utredning", "1000.01")
+    store, outcomes = core.run_log([first, same_written_otherwise, changed])
+    assert [o.status for o in outcomes] == ["applied", "duplicate", "conflict"]
+    # An id record written before records kept a digest (the SHA-256 of the canonical wire form).
+    older = {key: value for key, value in store["id:b1"].items() if key != "digest"}
+    store["id:b1"] = {**older, "hash": first.content_hash}
+    assert core.process(store, 5, same_written_otherwise).status == "duplicate"
+    assert core.process(store, 6, changed).status == "conflict"
+    assert grand_total(store)["bevilget_ore"] == 100000
+
+
 def test_correction_of_unknown_id_is_rejected_with_reason():
     _, outcomes = core.run_log([korrigert("k1", "0-24", "BFD", "nope")])
     assert outcomes[0].status == "rejected"
