@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -49,9 +48,6 @@ from services.shared.streaming import (
 
 log = logging.getLogger(__name__)
 SERVICE = "budsjett"
-# The catalogue and the gauges of lines this worker has not applied anything to yet
-# (after a restart or a rebalance) are loaded from the read model this often.
-REFRESH_S = 10.0
 # A read model that cannot be written (database down or locked): Quix pauses the input and redoes
 # the checkpoint after this long.
 READ_MODEL_RETRY_S = 2.0
@@ -283,16 +279,13 @@ class Ledger:
 
 # --- wiring -----------------------------------------------------------------------------------
 
-def refresh_forever(catalogue: CatalogueHolder, read_model: ReadModel, gauges: LineGauges,
-                    monitor: GroupMonitor, stop: threading.Event) -> None:
-    """Reload the catalogue every REFRESH_S; and whenever the partitions this worker holds change
-    (its start, a rebalance), show the gauges of their lines that it has not applied anything to yet."""
+def show_held_lines_forever(read_model: ReadModel, gauges: LineGauges, monitor: GroupMonitor,
+                            stop: threading.Event) -> None:
+    """Whenever the partitions this worker holds change (its start, a rebalance), show the gauges of their
+    lines that it has not applied anything to yet. (The catalogue needs no reloading: its follower keeps
+    reading the topic, and retries on its own after a failure.)"""
     shown_for: frozenset[tuple[str, int]] = frozenset()
-    catalogue_loaded_s = time.monotonic()
     while not stop.wait(1.0):
-        if time.monotonic() - catalogue_loaded_s >= REFRESH_S:
-            catalogue.load()
-            catalogue_loaded_s = time.monotonic()
         held = monitor.held
         if held and held != shown_for:
             try:
@@ -332,7 +325,7 @@ def main(settings: Settings) -> None:
     http.ready_checks.append(StateRecovery(sdf, monitor).problems)
     LedgerRoutes(read_model, catalogue, sink).register(http.app)
     stop = threading.Event()
-    threading.Thread(target=refresh_forever, args=(catalogue, read_model, ledger.lines, monitor, stop),
+    threading.Thread(target=show_held_lines_forever, args=(read_model, ledger.lines, monitor, stop),
                      name=f"{SERVICE}-refresh", daemon=True).start()
     try:
         run_service(app, http, monitor)
