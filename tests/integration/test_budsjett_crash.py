@@ -225,13 +225,16 @@ def restart_and_time_first_apply(local: LocalStack, read_model: ReadModel) -> fl
     return time.monotonic() - started
 
 
-def restart_broker(local: LocalStack, publisher: Publisher, read_model: ReadModel) -> bool:
+def restart_broker(local: LocalStack, publisher: Publisher, read_model: ReadModel, events: int) -> bool:
     """Kill -9 the broker and start it again; True if the worker lived through it.
 
+    `events` more are released while the broker is down, so there is something to apply
+    after it is back (the last chunk may be applied in full before the broker stops).
     A worker whose transaction the broker fenced meanwhile stops (exit 70, nothing committed);
     the test then restarts it, as its supervisor would.
     """
     with publisher.paused:
+        publisher.release(events)
         local.kafka.kill()
         local.kafka.start()
     applied_before = read_model.event_count()
@@ -301,7 +304,7 @@ def test_twenty_kill_9_and_a_broker_restart_while_events_stream_in_give_oracle_t
             seconds_to_apply.append(restart_and_time_first_apply(local, read_model))
             print(f"restart {kill + 1}: applying after {seconds_to_apply[-1]:.1f} s", flush=True)
             if kill == BROKER_RESTART_AT:
-                survived = restart_broker(local, publisher, read_model)
+                survived = restart_broker(local, publisher, read_model, chunk)
                 print(f"broker restarted; the worker {'lived through it' if survived else 'was restarted'}")
         publisher.release()
         publisher.chunks.put(None)
