@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from quixstreams import State, message_context
-from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+from quixstreams.sinks import BaseSink, BatchingSink, SinkBackpressureError, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 from sqlalchemy.exc import OperationalError
 
@@ -57,37 +57,70 @@ STATE_OPTIONS = RocksDBOptions(write_buffer_size=8 * 1024 * 1024, max_write_buff
                                block_cache_size=16 * 1024 * 1024)
 
 
-class CheckpointLines:
-    """Line records read or written in the current checkpoint, kept as the objects they are.
+class CheckpointLines(BaseSink):
+    """Line records read or written in the current checkpoint, kept as the objects they are, and
+    written to Quix's state once per line at the checkpoint's end.
 
-    Quix's state gives every read as a fresh copy from JSON (a line with its cells is the largest
-    record, read and written on every event: ~20 % of the worker's time). Within one checkpoint
-    the step is the line's only writer, and the core never changes a record it read (it copies
-    on write), so the object written last is what the state holds. A new checkpoint (Quix starts
-    one after every commit, abort or backpressure) starts empty, as Quix's own transaction does.
-    With no processing context (tests), nothing is kept.
+    Quix's state gives every read as a fresh copy from JSON and serializes every write at once (a
+    line with its cells and posts is ~10 KB of JSON, read and written on every event). Within one
+    checkpoint the step is the line's only writer, and the core never changes a record it read (it
+    copies on write), so the object written last is what the state must hold. Quix flushes its
+    sinks, this one included, at the start of each commit, before its state transactions are
+    prepared: `flush` then sets each line written in the checkpoint through the message's own
+    `State` (public API), so the line joins the same changelog and Kafka transaction as the
+    event's other records. A new checkpoint (Quix starts one after every commit, abort or
+    backpressure) starts empty, as Quix's own transaction does. With no processing context
+    (tests), nothing is kept and every write goes to the state at once.
     """
 
     def __init__(self, context: Any = None):
+        super().__init__()
         self.context = context
         self.checkpoint: Any = None
         self.lines: dict[str, Any] = {}
+        self.unwritten: dict[str, State] = {}  # line key -> the State (line-scoped) to write it through
 
     def current(self) -> dict[str, Any]:
         if self.context is None:
             return {}
+        self.follow_checkpoint()
+        return self.lines
+
+    def follow_checkpoint(self) -> None:
         checkpoint = self.context.checkpoint
         if checkpoint is not self.checkpoint:
-            self.checkpoint, self.lines = checkpoint, {}
-        return self.lines
+            self.checkpoint, self.lines, self.unwritten = checkpoint, {}, {}
+
+    def defer(self, key: str, state: State) -> bool:
+        """Whether the line under `key` is written at the checkpoint's end (only with a checkpoint to follow)."""
+        if self.context is None:
+            return False
+        self.unwritten[key] = state
+        return True
+
+    def add(self, value: Any, key: Any, timestamp: int, headers: Any, topic: str, partition: int,
+            offset: int) -> None:
+        raise TypeError("CheckpointLines takes no outputs: the step writes lines through LineState")
+
+    def flush(self) -> None:
+        if self.context is None:
+            return
+        self.follow_checkpoint()  # never write a record of a checkpoint that is gone
+        unwritten, self.unwritten = self.unwritten, {}
+        for key, state in unwritten.items():
+            state.set(key, self.lines[key])
+
+    def on_paused(self) -> None:
+        self.unwritten = {}  # the checkpoint is aborted: its state transaction with it
 
 
 class LineState:
     """The core's Store over Quix's State: every key (line:, id:, c:) lives under the message's line."""
 
-    def __init__(self, state: State, lines: dict[str, Any]):
+    def __init__(self, state: State, lines: CheckpointLines):
         self.state = state
-        self.lines = lines  # this checkpoint's line records, by key (CheckpointLines)
+        self.checkpoint_lines = lines
+        self.lines = lines.current()  # this checkpoint's line records, by key
 
     def get(self, key: str, default: Any = None) -> Any:
         if not key.startswith("line:"):
@@ -100,9 +133,12 @@ class LineState:
         return default if line is None else line
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.state.set(key, value)
-        if key.startswith("line:"):
-            self.lines[key] = value
+        if not key.startswith("line:"):
+            self.state.set(key, value)
+            return
+        self.lines[key] = value
+        if not self.checkpoint_lines.defer(key, self.state):
+            self.state.set(key, value)
 
 
 class LineGauges:
@@ -234,7 +270,7 @@ class Ledger:
 
     def step(self, value: bytes, key: bytes | None, state: State) -> list[Any]:
         message = self.parse(value, key)
-        store = LineState(state, self.checkpoint_lines.current())
+        store = LineState(state, self.checkpoint_lines)
         outcome = core.process(store, message_context().offset, message, self.catalogue.current,
                                now=datetime.now(timezone.utc))
         self.events.labels(type=message.kind, outcome=outcome.status).inc()
@@ -314,7 +350,9 @@ def main(settings: Settings) -> None:
     catalogue.load()
     topics = settings.topics
     sdf = app.dataframe(input_topic(app, topics.budget))
-    ledger = Ledger(settings, registry, gauges, catalogue, CheckpointLines(sdf.processing_context))
+    lines = CheckpointLines(sdf.processing_context)
+    sdf.processing_context.sink_manager.register(lines)  # flushed at each commit, before state is prepared
+    ledger = Ledger(settings, registry, gauges, catalogue, lines)
     sink = ReadModelSink(read_model, Gauge("reformspor_budsjett_read_model_pending_rows",
                                            "Rows waiting to be written to the read model", registry=registry))
     outputs = {name: output_topic(app, name)
