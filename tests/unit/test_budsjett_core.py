@@ -606,3 +606,14 @@ def test_closing_splits_every_cells_unspent_amount_into_carried_and_lapsed_to_th
             moved = (after[key]["overfort_inn_ore"] - old["overfort_inn_ore"]) + (after[key]["bortfalt_ore"] - old["bortfalt_ore"])
             assert moved == amount
             assert after[key]["bevilget_ore"] == before_2027.get(key, {"bevilget_ore": 0})["bevilget_ore"]
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9))])))
+def test_event_times_are_written_as_utc_rfc3339_that_read_back_to_the_same_moment_and_sort_as_time(moment):
+    text = core.rfc3339(moment)
+    # Audit trail, last_event_time and the read model compare these as text: fixed width, Z, microseconds.
+    assert len(text) == 27 and text.endswith("Z") and text[10] == "T"
+    assert datetime.fromisoformat(text.replace("Z", "+00:00")) == moment
+    later = moment + timedelta(microseconds=1)
+    assert core.rfc3339(later) > text
