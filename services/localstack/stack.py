@@ -64,11 +64,14 @@ class LocalStack:
     # --- services ------------------------------------------------------------
 
     def start_service(self, service: str, instance: str | None = None, port: int | None = None,
-                      timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> int:
+                      timeout_s: float = 90.0, extra_env: dict[str, str] | None = None,
+                      supervise: bool = False) -> int:
         """Start one worker of a service and wait until its /readyz answers 200.
 
         `instance` and `port` let a second worker of the same service run beside
-        the first (same consumer group, another web port).
+        the first (same consumer group, another web port). `supervise`: under a
+        supervisor that starts it again whenever it fails (services.localstack.supervise);
+        the pid file then holds the supervisor's pid, and stopping it stops both.
         """
         name = instance or service
         running = self.pid_file(name).running_pid()
@@ -86,7 +89,10 @@ class LocalStack:
                             f"start; stop it, or set REFORMSPOR_{service.upper()}_PORT")
         # A worker's identity in its group (static membership, transactional id, state dir).
         env = {**settings.to_env(), **({"REFORMSPOR_INSTANCE": instance} if instance else {}), **(extra_env or {})}
-        process = spawn([sys.executable, "-m", "services.cli", service], self.log_path(name), env=env)
+        command = [sys.executable, "-m", "services.cli", service]
+        if supervise:
+            command = [sys.executable, "-m", "services.localstack.supervise", name, "--", *command]
+        process = spawn(command, self.log_path(name), env=env)
         self.pid_file(name).write(process.pid)
         ready_url = f"http://127.0.0.1:{settings.port(service)}/readyz"
         try:
@@ -123,7 +129,9 @@ class LocalStack:
                 progress(f"{service} is already running on {self.settings.service_url(service)} (pid {pid})")
                 continue
             progress(f"Starting {service} on {self.settings.service_url(service)} …")
-            self.start_service(service)
+            # Supervised, as systemd does in production: a worker that stops on purpose (an internal
+            # error, or fenced after a broker outage) is started again.
+            self.start_service(service, supervise=True)
 
     def running(self) -> dict[str, int]:
         names = [p.stem for p in self.run_dir.glob("*.pid")] if self.run_dir.exists() else []

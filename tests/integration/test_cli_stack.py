@@ -1,4 +1,5 @@
-"""`reformspor up` in one folder, `down` in another: one stack home per user, found the same way from anywhere."""
+"""`reformspor up` in one folder, `down` in another: one stack home per user, found the same way from anywhere;
+and a service that stops is started again."""
 from __future__ import annotations
 
 import os
@@ -6,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.localstack import kafka_local
-from services.localstack.processes import free_port, http_ok
+from services.localstack.processes import free_port, http_ok, wait_until
 from services.localstack.stack import LocalStack
 from services.shared.config import Settings
 
@@ -35,6 +37,13 @@ def test_up_in_one_folder_and_down_in_another(tmp_path):
         up = reformspor("up", "--services", "ingest", cwd=first)
         assert up.returncode == 0, up.stdout + up.stderr
         assert http_ok(f"http://127.0.0.1:{ingest_port}/readyz")
+        # A worker that stops (here: killed) is started again by the supervisor `up` runs it under.
+        supervisor = LocalStack(Settings(home=home)).pid_file("ingest").running_pid()
+        (worker,) = psutil.Process(supervisor).children()
+        worker.kill()
+        worker.wait(timeout=10)
+        wait_until(lambda: [p.pid for p in psutil.Process(supervisor).children()] not in ([], [worker.pid])
+                   and http_ok(f"http://127.0.0.1:{ingest_port}/readyz"), 90, "ingest to be started again")
         again = reformspor("up", "--services", "ingest", cwd=second)
         assert again.returncode == 0, again.stderr
         assert f"Kafka is already running on 127.0.0.1:{kafka_port}" in again.stdout
