@@ -3,10 +3,8 @@ budsjett serving `http.line_document` of a real ledger and the audit trail of a 
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,6 +17,7 @@ from services.shared.money import format_ore, format_ore_readable
 from services.shared.tabular import read_table
 from tests.unit.test_budsjett_core import bevilget, closing, forpliktet, omdisponert, utbetalt
 from tests.unit.test_budsjett_perpost import catalogue
+from tests.support.json_server import JsonServer
 
 EVENTS = [
     bevilget("b25", "0-24", "BFD", "utredning", "1000.00", kap=840, post=21, year=2025),
@@ -38,43 +37,24 @@ POST_FIGURES = {"Bevilget": "bevilget_ore", "Omdisponert": "omdisponert_ore", "O
                 "Disponibelt": "disponibelt_ore"}
 
 
-class LedgerServer(ThreadingHTTPServer):
+class Ledger:
     """GET /v1/lines, /v1/lines/{id}[?fiscal_year=] and /v1/lines/{id}/events as budsjett builds them."""
 
     def __init__(self, store: dict, model: ReadModel):
         self.lines = core.lines_in(store)
         self.model = model
-        self.paths: list[str] = []
-        server = self
+        self.paths: list[str] = []  # what the stand-in server was asked for (set when it serves)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.paths.append(self.path)
-                path, _, query_text = self.path.partition("?")
-                query = dict(urllib.parse.parse_qsl(query_text))
-                line_id = urllib.parse.unquote(path.removeprefix("/v1/lines/").removesuffix("/events"))
-                if path == "/v1/lines":
-                    body = {"lines": [{"line_id": i} for i in sorted(server.lines)], "catalogue": {}}
-                elif path.endswith("/events") and line_id in server.lines:
-                    body = {"events": server.model.events(line_id, int(query["limit"]), int(query.get("offset", 0)))}
-                elif line_id in server.lines:
-                    year = int(query["fiscal_year"]) if "fiscal_year" in query else None
-                    body = line_document(server.lines[line_id], fiscal_year=year)
-                else:
-                    self.send_error(404)
-                    return
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+    def route(self, path: str, query: dict[str, str]) -> dict | None:
+        line_id = urllib.parse.unquote(path.removeprefix("/v1/lines/").removesuffix("/events"))
+        if path == "/v1/lines":
+            return {"lines": [{"line_id": i} for i in sorted(self.lines)], "catalogue": {}}
+        if path.endswith("/events") and line_id in self.lines:
+            return {"events": self.model.events(line_id, int(query["limit"]), int(query.get("offset", 0)))}
+        if line_id in self.lines:
+            year = int(query["fiscal_year"]) if "fiscal_year" in query else None
+            return line_document(self.lines[line_id], fiscal_year=year)
+        return None
 
 
 @pytest.fixture
@@ -89,16 +69,14 @@ def ledger(monkeypatch, tmp_path):
         batch.add(outcome, message, 0, offset)
         log.extend(outcome.sends)
     model.write(batch)
-    server = LedgerServer(store, model)
-    server.thread.start()
-    monkeypatch.setenv("REFORMSPOR_BUDSJETT_PORT", str(server.server_address[1]))
-    monkeypatch.setenv("REFORMSPOR_HOME", str(tmp_path / "home"))
+    ledger = Ledger(store, model)
     try:
-        yield server
+        with JsonServer(ledger.route) as server:
+            monkeypatch.setenv("REFORMSPOR_BUDSJETT_PORT", str(server.port))
+            monkeypatch.setenv("REFORMSPOR_HOME", str(tmp_path / "home"))
+            ledger.paths = server.paths
+            yield ledger
     finally:
-        server.shutdown()
-        server.server_close()
-        server.thread.join(10)
         model.close()
 
 
@@ -106,8 +84,8 @@ def _ore(value) -> int:
     return int(Decimal(str(value).replace(",", ".")) * 100)
 
 
-def _year_totals(server: LedgerServer, year: int) -> dict[str, int]:
-    cells = [cell for line in server.lines.values() for cell in core.line_cells(line, year)]
+def _year_totals(ledger: Ledger, year: int) -> dict[str, int]:
+    cells = [cell for line in ledger.lines.values() for cell in core.line_cells(line, year)]
     return core.sum_amounts(cells)
 
 

@@ -5,9 +5,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from services.cli import main
 from services.localstack.processes import free_port
 from services.shared.config import Settings, default_home
+from tests.support.json_server import JsonServer
 
 COMMANDS = [
     (), ("ingest",), ("budsjett",), ("milepael",), ("up",), ("down",), ("demo",), ("kafka",),
@@ -243,67 +242,37 @@ def _ledger_documents() -> dict[str, dict]:
     return documents
 
 
-class FakeBudsjett(ThreadingHTTPServer):
-    """Serves GET /v1/lines and /v1/lines/{id} in budsjett's shape."""
+class FakeBudsjett:
+    """GET /v1/lines, /v1/lines/{id} and its paged /events in budsjett's shape."""
 
     def __init__(self, documents: dict[str, dict]):
         self.documents = documents
-        self.paths: list[str] = []
-        server = self
+        self.paths: list[str] = []  # what the stand-in server was asked for (set when it serves)
+        self.port = 0  # where it serves (set when it serves)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.paths.append(self.path)
-                path = self.path.split("?")[0]
-                if path == "/v1/lines":
-                    body = {"lines": [{k: d[k] for k in ("line_id", "totals", "events_applied", "last_event_time")}
-                                      for d in server.documents.values()],
-                            "catalogue": {"loaded": False, "checks": "no catalogue loaded: kap/post checks are skipped"}}
-                elif path.endswith("/events") and path.removeprefix("/v1/lines/")[:-7] in server.documents:
-                    query = dict(part.split("=") for part in self.path.split("?")[1].split("&"))
-                    offset, limit = int(query.get("offset", 0)), int(query["limit"])
-                    trail = server.documents[path.removeprefix("/v1/lines/")[:-7]]["trail"]
-                    after = offset + limit  # budsjett's paging: a next link until the last page
-                    body = {"events": trail[offset:after], "total": len(trail), "limit": limit, "offset": offset,
-                            "next": f"{path}?limit={limit}&offset={after}" if after < len(trail) else None}
-                elif path.removeprefix("/v1/lines/") in server.documents:
-                    body = server.documents[path.removeprefix("/v1/lines/")]
-                else:
-                    self.send_error(404)
-                    return
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
-        self.thread.join(10)
+    def route(self, path: str, query: dict[str, str]) -> dict | None:
+        line_id = path.removeprefix("/v1/lines/").removesuffix("/events")
+        if path == "/v1/lines":
+            return {"lines": [{k: d[k] for k in ("line_id", "totals", "events_applied", "last_event_time")}
+                              for d in self.documents.values()],
+                    "catalogue": {"loaded": False, "checks": "no catalogue loaded: kap/post checks are skipped"}}
+        if path.endswith("/events") and line_id in self.documents:
+            offset, limit = int(query.get("offset", 0)), int(query["limit"])
+            trail = self.documents[line_id]["trail"]
+            after = offset + limit  # budsjett's paging: a next link until the last page
+            return {"events": trail[offset:after], "total": len(trail), "limit": limit, "offset": offset,
+                    "next": f"{path}?limit={limit}&offset={after}" if after < len(trail) else None}
+        return self.documents.get(line_id) if path.startswith("/v1/lines/") else None
 
 
 @pytest.fixture
 def budsjett(monkeypatch, tmp_path):
-    with FakeBudsjett(_ledger_documents()) as server:
+    fake = FakeBudsjett(_ledger_documents())
+    with JsonServer(fake.route) as server:
         monkeypatch.setenv("REFORMSPOR_BUDSJETT_PORT", str(server.port))
         monkeypatch.setenv("REFORMSPOR_HOME", str(tmp_path / "home"))
-        yield server
+        fake.paths, fake.port = server.paths, server.port
+        yield fake
 
 
 FIGURES = ("Bevilget", "Omdisponert", "Forpliktet", "Utbetalt", "Disponibelt")
