@@ -21,8 +21,20 @@ from services.budsjett import core
 from services.shared.db import create_tables, make_engine
 
 
-def _big(**kwargs) -> Any:
-    return Field(default=0, sa_column=Column(BigInteger, nullable=False, **kwargs))
+def _big() -> Any:
+    # sa_type, not sa_column: a Column object belongs to one table, and Amounts is shared by four.
+    return Field(default=0, sa_type=BigInteger, nullable=False)
+
+
+class Amounts(SQLModel):
+    """The amount columns of core.AMOUNT_FIELDS, in øre, as every table of deltas or totals has them."""
+
+    bevilget_ore: int = _big()
+    omdisponert_ore: int = _big()
+    forpliktet_ore: int = _big()
+    utbetalt_ore: int = _big()
+    overfort_inn_ore: int = _big()
+    bortfalt_ore: int = _big()
 
 
 class BudsjettEvent(SQLModel, table=True):
@@ -41,7 +53,7 @@ class BudsjettEvent(SQLModel, table=True):
     recorded_at: datetime
 
 
-class BudsjettEffect(SQLModel, table=True):
+class BudsjettEffect(Amounts, table=True):
     """One event's delta on one cell's funding kap/post (kap 0 post 0: none named); summing these up to a time
     gives totals as of then, per cell or per post."""
 
@@ -55,26 +67,14 @@ class BudsjettEffect(SQLModel, table=True):
     kap: int = 0
     post: int = 0
     time: datetime = Field(index=True)
-    bevilget_ore: int = _big()
-    omdisponert_ore: int = _big()
-    forpliktet_ore: int = _big()
-    utbetalt_ore: int = _big()
-    overfort_inn_ore: int = _big()
-    bortfalt_ore: int = _big()
 
 
-class BudsjettCell(SQLModel, table=True):
+class BudsjettCell(Amounts, table=True):
     __tablename__ = "budsjett_cell"
     line_id: str = Field(primary_key=True, max_length=64)
     ministry: str = Field(primary_key=True, max_length=8)
     phase: str = Field(primary_key=True, max_length=20)
     fiscal_year: int = Field(primary_key=True)
-    bevilget_ore: int = _big()
-    omdisponert_ore: int = _big()
-    forpliktet_ore: int = _big()
-    utbetalt_ore: int = _big()
-    overfort_inn_ore: int = _big()
-    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
     overcommitted: bool = False
     overspent: bool = False
@@ -84,7 +84,7 @@ class BudsjettCell(SQLModel, table=True):
     carry_rule: str | None = Field(default=None, max_length=40)
 
 
-class BudsjettCellPost(SQLModel, table=True):
+class BudsjettCellPost(Amounts, table=True):
     """One funding kap/post's share of a cell (core.post_view); a cell's rows add up to its budsjett_cell row."""
 
     __tablename__ = "budsjett_cell_post"
@@ -94,12 +94,6 @@ class BudsjettCellPost(SQLModel, table=True):
     fiscal_year: int = Field(primary_key=True)
     kap: int = Field(primary_key=True)  # 0 with post 0: money booked under no kap/post (core.NO_POST)
     post: int = Field(primary_key=True)
-    bevilget_ore: int = _big()
-    omdisponert_ore: int = _big()
-    forpliktet_ore: int = _big()
-    utbetalt_ore: int = _big()
-    overfort_inn_ore: int = _big()
-    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
     overslagsbevilgning: bool = False
     kan_overfores: bool = False
@@ -115,7 +109,7 @@ class BudsjettLine(SQLModel, table=True):
     closed_years: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON: year -> closing
 
 
-class BudsjettFlag(SQLModel, table=True):
+class BudsjettFlag(Amounts, table=True):
     __tablename__ = "budsjett_flag"
     event_id: str = Field(primary_key=True, max_length=160)
     ministry: str = Field(primary_key=True, max_length=8)
@@ -125,12 +119,6 @@ class BudsjettFlag(SQLModel, table=True):
     line_id: str = Field(index=True, max_length=64)
     raised: bool
     time: datetime
-    bevilget_ore: int = _big()
-    omdisponert_ore: int = _big()
-    forpliktet_ore: int = _big()
-    utbetalt_ore: int = _big()
-    overfort_inn_ore: int = _big()
-    bortfalt_ore: int = _big()
     disponibelt_ore: int = _big()
 
 
