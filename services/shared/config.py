@@ -9,17 +9,30 @@ value is a `SettingsError`, one line naming the variable and what it expects.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from services.shared.usererror import UserError
 
 ENV_PREFIX = "REFORMSPOR_"
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _service_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if value and (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+                  or any(c.isspace() for c in value)):
+        raise ValueError("expected http(s)://host[:port][/path] with no query, e.g. https://budsjett.example.no")
+    return value
+
+
+# Where a service answers when it is not this host's loopback port, or empty.
+ServiceUrl = Annotated[str, AfterValidator(_service_url)]
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -116,6 +129,11 @@ class Settings(BaseSettings):
     ingest_port: Port = 8180
     budsjett_port: Port = 8181
     milepael_port: Port = 8182
+    # Where commands (status, export, reformer, publish) and ingest's event look-up reach each service;
+    # empty: http://127.0.0.1:<its port> on this host.
+    ingest_url: ServiceUrl = ""
+    budsjett_url: ServiceUrl = ""
+    milepael_url: ServiceUrl = ""
     # Loopback by default; a container or a host behind a proxy sets 0.0.0.0.
     web_bind: str = "127.0.0.1"
     # Each service owns its read model: no database is shared between services.
@@ -155,7 +173,8 @@ class Settings(BaseSettings):
         return getattr(self, f"{service}_port")
 
     def service_url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port(service)}"
+        configured = getattr(self, f"{service}_url")
+        return configured.rstrip("/") if configured else f"http://127.0.0.1:{self.port(service)}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -181,6 +200,7 @@ def describe_invalid(error: ValidationError, from_environment: set[str]) -> str:
     problem = error.errors(include_url=False)[0]
     name = str(problem["loc"][0]) if problem["loc"] else ""
     where = f"{ENV_PREFIX}{name.upper()}" if name in from_environment else name or "settings"
-    expected = problem["msg"][0].lower() + problem["msg"][1:]
+    message = problem["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own words
+    expected = message[0].lower() + message[1:]
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{where}={problem.get('input')!r} is not valid: {expected}{more}"

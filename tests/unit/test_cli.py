@@ -444,6 +444,8 @@ def test_export_events_pages_through_the_trail_and_adds_up_to_the_totals(budsjet
     ("REFORMSPOR_BUDSJETT_PORT", "70000", "REFORMSPOR_BUDSJETT_PORT='70000' is not valid: input should be less than "
                                           "or equal to 65535"),
     ("REFORMSPOR_PARTITIONS", "0", "REFORMSPOR_PARTITIONS='0' is not valid: input should be greater than or equal to 1"),
+    ("REFORMSPOR_BUDSJETT_URL", "budsjett.example.no", "REFORMSPOR_BUDSJETT_URL='budsjett.example.no' is not valid: "
+                                                       "expected http(s)://host[:port][/path] with no query"),
 ])
 def test_a_bad_setting_in_the_environment_is_one_line_naming_the_variable(variable, value, expected, user_env):
     result = run_cli("tokens", "list", env={**user_env, variable: value})
@@ -517,3 +519,12 @@ def test_tokens_list_is_a_table_with_a_row_per_credential(user_env):
     listing = run_cli("tokens", "list", env=user_env).stdout.splitlines()
     assert listing[0].split() == ["ID", "MINISTRY", "KIND", "CREATED", "STATUS", "NAME"]
     assert listing[1].split()[:3] == ["1", "KD", "http"] and listing[1].split()[-2:] == ["active", "lønn"]
+
+
+def test_commands_reach_a_service_on_another_host_by_its_url_setting(budsjett, monkeypatch, capsys):
+    # The port setting points nowhere; the URL (another host name, a trailing slash) is what is used.
+    monkeypatch.setenv("REFORMSPOR_BUDSJETT_PORT", str(free_port()))
+    monkeypatch.setenv("REFORMSPOR_BUDSJETT_URL", f"http://localhost:{budsjett.port}/")
+    assert main(["status", "--json"]) == 0
+    shown = {row["line_id"] for row in json.loads(capsys.readouterr().out)}
+    assert shown == set(budsjett.documents) and budsjett.paths
