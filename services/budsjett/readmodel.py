@@ -279,6 +279,16 @@ class Batch:
         return rows
 
 
+def _time_binder(dialect: Any) -> Callable[[datetime | None], Any]:
+    """The column type's own binding of a datetime (aware, in UTC); for SQLite also turned into its text
+    here, as sqlite3's default adapter would (`isoformat(" ")`), so an event's time is formatted once
+    for its event and effect rows, and a batch's `recorded_at` once per batch, not once per row."""
+    bind = BudsjettEvent.__table__.c.time.type.bind_processor(dialect) or (lambda v: v)
+    if dialect.name != "sqlite":
+        return bind  # psycopg2 takes datetimes
+    return lambda value: None if value is None else bind(value).isoformat(" ")
+
+
 class ReadModel:
     def __init__(self, url: str, sqlite_cache_mib: int | None = None, rebuild: bool = False):
         """`rebuild`: a bulk rebuild into a fresh database (replay), whose commits need not survive a power cut
@@ -297,8 +307,7 @@ class ReadModel:
                     dbapi_connection.execute("PRAGMA temp_store=MEMORY")
         create_tables(self.engine, [m.__table__ for m in _TABLES])
         self._refuse_an_older_layout()
-        # The dialect's own datetime binding (SQLite stores text in SQLAlchemy's format; psycopg2 takes datetimes).
-        self.bind_time = BudsjettEvent.__table__.c.time.type.bind_processor(self.engine.dialect) or (lambda v: v)
+        self.bind_time = _time_binder(self.engine.dialect)
         self._insert_sql = {
             model: self._values_sql(model, "ON CONFLICT DO NOTHING") for model in (BudsjettEvent, BudsjettEffect,
                                                                                     BudsjettFlag)}

@@ -59,6 +59,8 @@ def test_read_model_is_idempotent_and_matches_the_ledger(db_url):
     trail = model.events("0-24")
     assert {e["event_id"] for e in trail} == {e.id for e in events}
     assert next(e for e in trail if e["event_id"] == "b1")["corrected_by"] == "k1"
+    # Times come back as they were published (the batch binds them itself; the queries compare them).
+    assert {e["event_id"]: e["time"] for e in trail} == {e.id: core.rfc3339(e.time) for e in events}
     kd = next(c for c in model.cells("0-24") if c["ministry"] == "KD")
     assert kd["overcommitted"] is True and model.flags("0-24")[0]["flag"] == "overcommitted"
     model.close()
