@@ -186,7 +186,7 @@ class Batch:
 
     The tuples go to the driver as they are (`ReadModel.write`): SQLAlchemy's per-row parameter
     processing cost more than the ledger rules (~15 % of the live worker's samples). Times are
-    bound once, here, by the read model's own `bind_time` (SQLite keeps SQLAlchemy's text form).
+    bound once, here, by the read model's own `bind_time` (for SQLite the text sqlite3 would store).
     Get one from `ReadModel.new_batch()`.
     """
 
